@@ -1,0 +1,119 @@
+"""Deterministic, lesion-grouped train/validation/test splits written as a MONAI datalist."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from medical_denoise.data.layouts import ImageRecord, find_images
+
+logger = logging.getLogger(__name__)
+SPLITS = ("training", "validation", "test")
+
+
+def _n_held_out(n_groups: int, fraction: float) -> int:
+    # small strata still give every held-out split one group, as long as training keeps the majority
+    if fraction <= 0:
+        return 0
+    return max(1, round(n_groups * fraction)) if n_groups >= 3 else round(n_groups * fraction)
+
+
+def split_grouped(
+    records: list[ImageRecord], val_fraction: float = 0.1, test_fraction: float = 0.2, seed: int = 0
+) -> dict[str, list[ImageRecord]]:
+    """Split records so that no group (lesion / patient) appears in two splits.
+
+    Groups are stratified by diagnosis (the ``dx`` of their first image), shuffled with ``seed`` and assigned
+    test first, then validation; the rest trains. The result depends only on the records and arguments.
+
+    Args:
+        records: images with their group.
+        val_fraction: fraction of groups per stratum for validation.
+        test_fraction: fraction of groups per stratum for testing.
+        seed: shuffling seed.
+    """
+    if val_fraction < 0 or test_fraction < 0 or val_fraction + test_fraction >= 1:
+        raise ValueError(f"need 0 <= val_fraction, test_fraction and a sum < 1, got {val_fraction}, {test_fraction}")
+    groups: dict[str, list[ImageRecord]] = defaultdict(list)
+    for r in records:
+        groups[r.group].append(r)
+    strata: dict[str, list[str]] = defaultdict(list)
+    for g in sorted(groups):
+        strata[groups[g][0].dx].append(g)
+
+    rng = np.random.default_rng(seed)
+    out: dict[str, list[ImageRecord]] = {k: [] for k in SPLITS}
+    for dx in sorted(strata):
+        names = list(strata[dx])
+        rng.shuffle(names)
+        n_test = _n_held_out(len(names), test_fraction)
+        n_val = _n_held_out(len(names) - n_test, val_fraction) if len(names) - n_test >= 2 else 0
+        for i, g in enumerate(names):
+            split = "test" if i < n_test else "validation" if i < n_test + n_val else "training"
+            out[split].extend(groups[g])
+    for k in SPLITS:
+        out[k].sort(key=lambda r: r.id)
+    return out
+
+
+def write_json_atomic(data: dict, path: str | Path) -> None:
+    """Write JSON through a temporary file + rename, so an interrupted write leaves no broken file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".json", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def prepare_datalist(
+    dataset_dir: str | Path,
+    datalist_path: str | Path,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    skip_missing: bool = False,
+) -> str:
+    """Create (or reuse) the datalist JSON for ``dataset_dir`` and return its path.
+
+    An existing datalist made from the same folder with the same fractions and seed is reused, so evaluation
+    and resumed runs see exactly the split training saw. Paths inside are relative to ``dataset_dir``; load a
+    split with ``monai.data.load_decathlon_datalist(path, data_list_key=..., base_dir=dataset_dir)``.
+
+    Args:
+        dataset_dir: dataset folder (any layout of :func:`find_images`).
+        datalist_path: where the JSON goes.
+        val_fraction: fraction of groups held out for validation.
+        test_fraction: fraction of groups held out for testing.
+        seed: split seed.
+        skip_missing: skip images a CSV names but the folder lacks (default: error).
+    """
+    dataset_dir = Path(dataset_dir).resolve()
+    datalist_path = Path(datalist_path)
+    params = {"dataset_dir": str(dataset_dir), "val_fraction": val_fraction, "test_fraction": test_fraction, "seed": seed}
+    if datalist_path.is_file():
+        existing = json.loads(datalist_path.read_text())
+        if all(existing.get(k) == v for k, v in params.items()):
+            logger.info("reusing datalist %s", datalist_path)
+            return str(datalist_path)
+        logger.info("datalist %s was made for other data or settings; rebuilding it", datalist_path)
+    layout, records = find_images(dataset_dir, skip_missing=skip_missing)
+    splits = split_grouped(records, val_fraction, test_fraction, seed)
+    for name in ("training", "validation"):
+        if not splits[name]:
+            raise ValueError(f"{dataset_dir}: {len(records)} image(s) leave the {name} split empty; add images")
+    data = {"layout": layout, **params, **{k: [r.to_dict() for r in v] for k, v in splits.items()}}
+    write_json_atomic(data, datalist_path)
+    counts = ", ".join(f"{k}={len(v)}" for k, v in splits.items())
+    logger.info("%s layout '%s': %s -> %s", dataset_dir, layout, counts, datalist_path)
+    return str(datalist_path)

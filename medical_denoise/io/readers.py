@@ -1,0 +1,428 @@
+"""Read DICOM (file, multi-frame, series folder), NIfTI, PNG/JPEG and TIFF into a :class:`LoadedImage`.
+
+Every failure is a ``FileNotFoundError`` or ``ValueError`` whose message starts with the offending path.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from medical_denoise.io.image import LoadedImage
+from medical_denoise.io.intensity import IntensityMapping, default_intensity_mapping
+
+__all__ = [
+    "BITMAP_SUFFIXES",
+    "DICOM_SUFFIXES",
+    "NIFTI_SUFFIXES",
+    "TIFF_SUFFIXES",
+    "dicom_frame_rescale",
+    "guess_format",
+    "is_dicom_file",
+    "read_image",
+]
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+BITMAP_SUFFIXES = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg"}
+TIFF_SUFFIXES = (".tif", ".tiff")
+#: suffixes read as DICOM even without the 128-byte preamble ("" = no suffix, common in PACS exports).
+DICOM_SUFFIXES = (".dcm", ".dicom", ".ima", "")
+# names that may sit next to a series and are not slices
+_IGNORED_NAMES = {"DICOMDIR", "LICENSE", "LICENSE.TXT", "README", "README.TXT", "README.MD", "THUMBS.DB"}
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
+
+
+def is_dicom_file(path: Path) -> bool:
+    """Whether ``path`` starts with the DICOM preamble + ``DICM`` magic."""
+    from pydicom.misc import is_dicom
+
+    try:
+        return is_dicom(path)
+    except OSError:
+        return False
+
+
+def guess_format(path: str | Path) -> str:
+    """Format of ``path`` from its suffix (falling back on the DICOM magic), or ``ValueError``."""
+    path = Path(path)
+    if path.is_dir():
+        return "dicom"
+    suffix = _suffix(path)
+    if suffix in NIFTI_SUFFIXES:
+        return "nifti"
+    if suffix in BITMAP_SUFFIXES:
+        return BITMAP_SUFFIXES[suffix]
+    if suffix in TIFF_SUFFIXES:
+        return "tiff"
+    if suffix in DICOM_SUFFIXES or is_dicom_file(path):
+        return "dicom"
+    raise ValueError(
+        f"{path}: unsupported file type {suffix!r}; expected DICOM, NIfTI (.nii/.nii.gz), PNG, JPEG or TIFF."
+    )
+
+
+def read_image(
+    path: str | Path, *, volume_index: int | None = None, modality: str | None = None
+) -> LoadedImage:
+    """Read one clinical image, volume or DICOM series folder.
+
+    Args:
+        path: a DICOM file (single- or multi-frame), a folder holding exactly one DICOM series, a NIfTI
+            file, or a PNG/JPEG/TIFF file.
+        volume_index: for 4D NIfTI, which volume (last axis) to read; required when there are several.
+        modality: overrides the modality (e.g. "CT" for a NIfTI in HU, which has no modality tag); it
+            selects the default intensity mapping.
+
+    Returns:
+        the image, see :class:`LoadedImage` for the array layout.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: unsupported, empty, truncated or corrupt input; 4D NIfTI without ``volume_index``;
+            NaN/Inf voxels; a folder mixing several series.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist.")
+    if path.is_file() and path.stat().st_size == 0:
+        raise ValueError(f"{path} is empty (0 bytes).")
+    fmt = guess_format(path)
+    if fmt == "dicom":
+        image = _read_dicom(path)
+    elif fmt == "nifti":
+        image = _read_nifti(path, volume_index)
+    elif fmt == "tiff":
+        image = _read_tiff(path)
+    else:
+        image = _read_bitmap(path)
+    if not np.isfinite(image.array).all():
+        bad = int(np.size(image.array) - np.count_nonzero(np.isfinite(image.array)))
+        raise ValueError(f"{path}: {bad} of {image.array.size} values are NaN or Inf; cannot denoise.")
+    if modality is not None:
+        image.modality = modality
+        image.intensity = _default_mapping(image)
+    return image
+
+
+def _default_mapping(image: LoadedImage) -> IntensityMapping:
+    photo = image.format in ("png", "jpeg", "tiff") or (image.format == "dicom" and image.channels == 3)
+    return default_intensity_mapping(image.array, image.modality, bit_depth=image.bit_depth, photo=photo)
+
+
+# ----------------------------------------------------------------------------------------------- DICOM
+
+
+def _dcmread(path: Path):
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        return pydicom.dcmread(path)
+    except InvalidDicomError:
+        if _suffix(path) not in DICOM_SUFFIXES:
+            raise ValueError(f"{path} is not a DICOM file.") from None
+    except Exception as e:  # pydicom raises many types on damaged files
+        raise ValueError(f"{path}: cannot read DICOM file ({e}).") from e
+    try:  # no preamble: common for older exports with a .dcm suffix
+        return pydicom.dcmread(path, force=True)
+    except Exception as e:
+        raise ValueError(f"{path} is not a DICOM file ({e}).") from e
+
+
+def _functional_group_value(ds, frame: int, sequence: str, keyword: str):
+    """``keyword`` of ``sequence`` for one frame of an enhanced multi-frame dataset, else None."""
+    for groups, index in (("PerFrameFunctionalGroupsSequence", frame), ("SharedFunctionalGroupsSequence", 0)):
+        items = ds.get(groups)
+        if items and len(items) > index:
+            inner = items[index].get(sequence)
+            if inner and keyword in inner[0]:
+                return inner[0][keyword].value
+    return None
+
+
+def dicom_frame_rescale(ds, nframes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-frame RescaleSlope and RescaleIntercept (stored value -> original units, e.g. HU).
+
+    Enhanced multi-frame datasets keep them in the functional groups; classic ones at the top level;
+    absent means identity.
+    """
+    slopes = np.ones(nframes, dtype=np.float64)
+    inters = np.zeros(nframes, dtype=np.float64)
+    for f in range(nframes):
+        slope = _functional_group_value(ds, f, "PixelValueTransformationSequence", "RescaleSlope")
+        inter = _functional_group_value(ds, f, "PixelValueTransformationSequence", "RescaleIntercept")
+        slope = ds.get("RescaleSlope") if slope is None else slope
+        inter = ds.get("RescaleIntercept") if inter is None else inter
+        slopes[f] = 1.0 if slope in (None, "") else float(slope)
+        inters[f] = 0.0 if inter in (None, "") else float(inter)
+    if np.any(slopes == 0):
+        raise ValueError("RescaleSlope is 0")
+    return slopes, inters
+
+
+def _decode_dicom(ds, path: Path) -> np.ndarray:
+    """Pixels of one dataset in original units, shaped (C, H, W, frames)."""
+    if "PixelData" not in ds:
+        raise ValueError(f"{path}: DICOM file has no Pixel Data (not an image).")
+    syntax = ds.file_meta.get("TransferSyntaxUID")
+    if syntax is not None and syntax.is_transfer_syntax and not syntax.is_little_endian:
+        # pydicom cannot re-encode big-endian binary elements safely, so the output could not be written
+        raise ValueError(f"{path}: big-endian transfer syntax {syntax.name} (retired) is not supported.")
+    bits = int(ds.get("BitsAllocated", 0))
+    if bits not in (8, 16):
+        raise ValueError(f"{path}: BitsAllocated {bits} is not supported (only 8 and 16).")
+    photometric = str(ds.get("PhotometricInterpretation", ""))
+    if photometric == "PALETTE COLOR":
+        raise ValueError(f"{path}: PALETTE COLOR DICOM is not supported (pixels are palette indices).")
+    if ds.get("ModalityLUTSequence"):
+        raise ValueError(f"{path}: a Modality LUT Sequence is not supported (it is not invertible).")
+    samples = int(ds.get("SamplesPerPixel", 1))
+    if samples not in (1, 3):
+        raise ValueError(f"{path}: SamplesPerPixel {samples} is not supported (only 1 and 3).")
+    nframes = int(ds.get("NumberOfFrames", 1) or 1)
+    try:
+        stored = ds.pixel_array  # YBR colour is converted to RGB by pydicom
+        slopes, inters = dicom_frame_rescale(ds, nframes)
+    except Exception as e:  # truncated data, unsupported or corrupt compression, ...
+        raise ValueError(f"{path}: cannot decode DICOM pixel data ({e}).") from e
+    arr = np.asarray(stored).reshape(nframes, int(ds.Rows), int(ds.Columns), samples)
+    values = arr.astype(np.float64) * slopes[:, None, None, None] + inters[:, None, None, None]
+    return np.ascontiguousarray(values.transpose(3, 1, 2, 0), dtype=np.float32)
+
+
+def _strip_pixels(ds):
+    """Keep the header only: the writer sets new pixels, and this halves memory."""
+    ds = copy.copy(ds)
+    for keyword in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"):
+        if keyword in ds:
+            del ds[keyword]
+    for _ in ds.iterall():  # decode raw elements now: files whose VR mode lies are re-encoded on write
+        pass
+    return ds
+
+
+def _series_files(folder: Path) -> list[Path]:
+    files = sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.name.upper() not in _IGNORED_NAMES
+    )
+    if not files:
+        raise ValueError(f"{folder}: folder holds no DICOM files.")
+    return files
+
+
+def _slice_order(datasets: Sequence, files: Sequence[Path]) -> list[int]:
+    """Order by ImagePositionPatient projected on the slice normal; else InstanceNumber; else file name."""
+    index = list(range(len(datasets)))
+    try:
+        iops = np.array([[float(v) for v in ds.ImageOrientationPatient] for ds in datasets])
+        ipps = np.array([[float(v) for v in ds.ImagePositionPatient] for ds in datasets])
+        if iops.shape[1] != 6 or ipps.shape[1] != 3 or not np.allclose(iops, iops[0], atol=1e-4):
+            raise ValueError("missing or inconsistent geometry")
+        normal = np.cross(iops[0, :3], iops[0, 3:])
+        positions = ipps @ normal
+        instance = [int(ds.get("InstanceNumber", 0) or 0) for ds in datasets]
+        return sorted(index, key=lambda i: (positions[i], instance[i], files[i].name))
+    except (AttributeError, ValueError, TypeError, IndexError):
+        pass
+    if all("InstanceNumber" in ds for ds in datasets):
+        return sorted(index, key=lambda i: (int(datasets[i].InstanceNumber), files[i].name))
+    return index
+
+
+def _read_dicom(path: Path) -> LoadedImage:
+    files = _series_files(path) if path.is_dir() else [path]
+    datasets = [_dcmread(f) for f in files]
+    series = {str(ds.get("SeriesInstanceUID", "")) for ds in datasets}
+    if len(series) > 1:
+        listed = ", ".join(sorted(series)[:4])
+        raise ValueError(
+            f"{path}: folder mixes {len(series)} DICOM series ({listed}); put each series in its own folder."
+        )
+    multi = [f for f, ds in zip(files, datasets) if int(ds.get("NumberOfFrames", 1) or 1) > 1]
+    if multi and len(files) > 1:
+        raise ValueError(f"{path}: series folder holds multi-frame file {multi[0].name}; pass that file directly.")
+    order = _slice_order(datasets, files)
+    files = [files[i] for i in order]
+    datasets = [datasets[i] for i in order]
+    volumes = [_decode_dicom(ds, f) for ds, f in zip(datasets, files)]
+    shape = volumes[0].shape[:3]
+    for f, vol in zip(files, volumes):
+        if vol.shape[:3] != shape:
+            raise ValueError(
+                f"{f}: (channels, rows, columns) {vol.shape[:3]} differ from {shape} of {files[0].name} "
+                "in the same series."
+            )
+    array = np.concatenate(volumes, axis=-1) if len(volumes) > 1 else volumes[0]
+    if not path.is_dir() and array.shape[-1] == 1:
+        array = array[..., 0]  # single frame file: a 2D image
+    first = datasets[0]
+    image = LoadedImage(
+        array=array,
+        format="dicom",
+        modality=str(first.get("Modality", "OT") or "OT"),
+        source=path,
+        intensity=IntensityMapping(0.0, 1.0),
+        files=tuple(files),
+        bit_depth=int(first.get("BitsStored", first.get("BitsAllocated", 16))),
+        datasets=[_strip_pixels(ds) for ds in datasets],
+        meta={"transfer_syntaxes": [str(ds.file_meta.get("TransferSyntaxUID", "")) for ds in datasets]},
+    )
+    image.intensity = _default_mapping(image)
+    return image
+
+
+# ----------------------------------------------------------------------------------------------- NIfTI
+
+
+def _read_nifti(path: Path, volume_index: int | None) -> LoadedImage:
+    import nibabel as nib
+
+    try:
+        img = nib.load(path)
+    except Exception as e:
+        raise ValueError(f"{path}: cannot read NIfTI file ({e}).") from e
+    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise ValueError(f"{path}: not a NIfTI-1/2 image ({type(img).__name__}).")
+    shape = tuple(img.shape)
+    dtype = img.get_data_dtype()
+    if dtype.fields is not None or dtype.kind == "c":
+        raise ValueError(f"{path}: NIfTI data type {dtype} (RGB/complex) is not supported.")
+    meta: dict = {"nifti_shape": shape, "nifti_dtype": dtype.str, "volume_index": None}
+    if len(shape) == 4:
+        if volume_index is None and shape[3] != 1:
+            raise ValueError(
+                f"{path}: 4D NIfTI with shape {shape}; pass volume_index (0..{shape[3] - 1}) to pick one volume."
+            )
+        volume_index = 0 if volume_index is None else volume_index
+        if not 0 <= volume_index < shape[3]:
+            raise ValueError(f"{path}: volume_index {volume_index} is out of range for shape {shape}.")
+        slicer: tuple = (slice(None),) * 3 + (volume_index,)
+        meta["volume_index"] = volume_index if shape[3] != 1 else None
+    elif len(shape) in (2, 3):
+        slicer = (slice(None),) * len(shape)
+    else:
+        raise ValueError(f"{path}: NIfTI with {len(shape)} dimensions {shape} is not supported (2D, 3D or 4D).")
+    try:
+        data = np.asarray(img.dataobj[slicer], dtype=np.float64)  # applies scl_slope / scl_inter
+    except Exception as e:  # truncated .nii.gz, short data block
+        raise ValueError(f"{path}: cannot read NIfTI data ({e}).") from e
+    slope, inter = img.dataobj.slope, img.dataobj.inter
+    meta["nifti_slope"] = 1.0 if slope is None or not np.isfinite(slope) else float(slope)
+    meta["nifti_inter"] = 0.0 if inter is None or not np.isfinite(inter) else float(inter)
+    image = LoadedImage(
+        array=data.astype(np.float32)[None],
+        format="nifti",
+        modality="unknown",
+        source=path,
+        intensity=IntensityMapping(0.0, 1.0),
+        files=(path,),
+        bit_depth=int(dtype.itemsize * 8),
+        affine=np.array(img.affine, dtype=np.float64),
+        header=img.header.copy(),
+        meta=meta,
+    )
+    if np.isfinite(image.array).all():
+        image.intensity = _default_mapping(image)
+    return image
+
+
+# -------------------------------------------------------------------------------------------- bitmaps
+
+
+def _png_ihdr(path: Path) -> tuple[int, int]:
+    """(bit depth, colour type) from a PNG's IHDR chunk; Pillow hides the 16-bit colour case."""
+    with open(path, "rb") as f:
+        head = f.read(26)
+    return head[24], head[25]
+
+
+def _read_bitmap(path: Path) -> LoadedImage:
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(path, formats=("PNG", "JPEG")) as opened:
+            opened.load()
+            fmt = str(opened.format).lower()
+            im = ImageOps.exif_transpose(opened)  # write back what a viewer shows
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise ValueError(f"{path}: not a readable PNG or JPEG image ({e}).") from e
+    if fmt == "png":
+        depth, colour_type = _png_ihdr(path)
+        if depth == 16 and colour_type != 0:
+            raise ValueError(f"{path}: 16-bit colour PNG is not supported (only 16-bit grayscale).")
+    meta: dict = {"icc_profile": im.info.get("icc_profile"), "dpi": im.info.get("dpi"), "alpha": None}
+    if im.mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    elif im.mode in ("1", "CMYK", "YCbCr"):
+        im = im.convert("L" if im.mode == "1" else "RGB")
+    if im.mode in ("LA", "RGBA"):
+        meta["alpha"] = np.asarray(im.getchannel("A"))  # kept as is, not denoised
+        im = im.convert(im.mode[:-1])
+    if im.mode == "L" or im.mode == "RGB":
+        pixels = np.asarray(im, dtype=np.uint8)
+    elif im.mode.startswith("I"):  # 16-bit grayscale PNG ("I;16" or "I")
+        raw = np.asarray(im)
+        if raw.min() < 0 or raw.max() > 65535:
+            raise ValueError(f"{path}: {im.mode} image values out of 16-bit range.")
+        pixels = raw.astype(np.uint16)
+    else:
+        raise ValueError(f"{path}: image mode {im.mode} is not supported.")
+    return _bitmap_image(path, fmt, pixels, meta)
+
+
+def _bitmap_image(path: Path, fmt: str, pixels: np.ndarray, meta: dict) -> LoadedImage:
+    """(H, W[, 3]) or (pages, H, W[, 3]) unsigned pixels -> LoadedImage."""
+    meta["dtype"] = pixels.dtype.str
+    colour = meta.pop("colour", pixels.ndim == 3 and pixels.shape[-1] == 3)
+    arr = pixels if colour else pixels[..., None]
+    # (H, W, C) -> (C, H, W); (P, H, W, C) -> (C, H, W, P)
+    arr = np.moveaxis(arr, -1, 0) if arr.ndim == 3 else arr.transpose(3, 1, 2, 0)
+    image = LoadedImage(
+        array=np.ascontiguousarray(arr, dtype=np.float32),
+        format=fmt,
+        modality="photo",
+        source=path,
+        intensity=IntensityMapping(0.0, 1.0),
+        files=(path,),
+        bit_depth=int(pixels.dtype.itemsize * 8),
+        meta=meta,
+    )
+    image.intensity = _default_mapping(image)
+    return image
+
+
+def _read_tiff(path: Path) -> LoadedImage:
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            axes = str(series.axes)
+            pixels = series.asarray()
+            page = tif.pages[0]
+            meta: dict = {"resolution": page.resolution, "resolutionunit": int(page.resolutionunit)}
+    except Exception as e:
+        raise ValueError(f"{path}: not a readable TIFF image ({e}).") from e
+    if pixels.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"{path}: TIFF data type {pixels.dtype} is not supported (only 8/16-bit unsigned).")
+    if "S" in axes:  # samples last, whatever the planar configuration
+        pixels = np.moveaxis(pixels, axes.index("S"), -1)
+        axes = axes.replace("S", "") + "S"
+    colour = axes.endswith("S")
+    if colour and pixels.shape[-1] != 3:
+        raise ValueError(f"{path}: TIFF with {pixels.shape[-1]} samples per pixel is not supported (1 or 3).")
+    spatial = len(axes) - int(colour)
+    if spatial not in (2, 3):
+        raise ValueError(f"{path}: TIFF with axes {axes!r} is not supported (a 2D image or one stack of pages).")
+    meta["colour"] = colour
+    meta["axes"] = axes
+    return _bitmap_image(path, "tiff", pixels, meta)

@@ -1,0 +1,36 @@
+"""Noise physics and image degradations as seeded MONAI dictionary transforms (see docs/noise_models.md)."""
+
+from __future__ import annotations
+
+from .degradations import downsample, gaussian_blur, jpeg_compress
+from .models import (
+    NOISE_MODELS,
+    GaussianNoise,
+    NoiseModel,
+    PoissonGaussianNoise,
+    RicianNoise,
+    SpeckleNoise,
+    make_noise_model,
+    rician_mean,
+)
+from .transforms import AddNoised, Downsampled, GaussianBlurd, JpegCompressd, SeededDegradationd, stable_seed
+
+__all__ = [
+    "NoiseModel",
+    "GaussianNoise",
+    "PoissonGaussianNoise",
+    "RicianNoise",
+    "SpeckleNoise",
+    "NOISE_MODELS",
+    "make_noise_model",
+    "rician_mean",
+    "gaussian_blur",
+    "downsample",
+    "jpeg_compress",
+    "SeededDegradationd",
+    "AddNoised",
+    "GaussianBlurd",
+    "Downsampled",
+    "JpegCompressd",
+    "stable_seed",
+]

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Creates .venv with PyTorch and the project with all extras. Idempotent: reinstalls only when setup.cfg changes.
+# TORCH_SPEC picks the PyTorch build (default torch==2.13.0: a CPU wheel on the project's machines; an
+# unpinned "torch" pulls a multi-GB CUDA build).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+stamp=".venv/.installed-$(cat setup.cfg pyproject.toml | sha1sum | cut -c1-12)"
+if [ ! -f "$stamp" ]; then
+  echo "setting up .venv (first run takes a few minutes)"
+  .venv/bin/pip install -q --disable-pip-version-check "$TORCH_SPEC"
+  .venv/bin/pip install -q --disable-pip-version-check -e ".[clinical,export,bm3d,test]"
+  rm -f .venv/.installed-*
+  touch "$stamp"
+fi

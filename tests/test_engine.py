@@ -1,0 +1,129 @@
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from ignite.engine import Events
+from monai.handlers import StatsHandler
+from monai.losses import PatchAdversarialLoss
+from PIL import Image
+
+from medical_denoise.engine import (
+    AtomicCheckpointSaver,
+    ConditionalGanTrainer,
+    StopOnNonFiniteLoss,
+    TripletImageHandler,
+    latest_checkpoint,
+    loss_summary,
+)
+from medical_denoise.networks import ConditionalPatchDiscriminator, DenoiseUNet
+
+
+def _batches(n=2, size=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        clean = torch.rand(2, 3, size, size, generator=g)
+        out.append({"image": clean + 0.1 * torch.randn(clean.shape, generator=g), "label": clean})
+    return out
+
+
+def _trainer(data, handlers=(), adv_weight=0.1, adv_start_iteration=0, lr=1e-3, max_epochs=1):
+    torch.manual_seed(0)
+    g = DenoiseUNet(channels=(8, 16), strides=(2,), num_res_units=1)
+    d = ConditionalPatchDiscriminator(image_channels=3, channels=8, num_layers_d=2)
+    return ConditionalGanTrainer(
+        device="cpu",
+        max_epochs=max_epochs,
+        train_data_loader=data,
+        g_network=g,
+        g_optimizer=torch.optim.Adam(g.parameters(), lr),
+        d_network=d,
+        d_optimizer=torch.optim.Adam(d.parameters(), lr),
+        pixel_loss_function=torch.nn.L1Loss(),
+        adversarial_loss_function=PatchAdversarialLoss(criterion="least_squares"),
+        adv_weight=adv_weight,
+        adv_start_iteration=adv_start_iteration,
+        train_handlers=list(handlers),
+        decollate=False,
+    )
+
+
+def test_one_iteration_updates_generator_and_discriminator():
+    trainer = _trainer(_batches(1))
+    g0, d0 = copy.deepcopy(trainer.g_network.state_dict()), copy.deepcopy(trainer.d_network.state_dict())
+    trainer.run()
+    changed = lambda before, net: any(not torch.equal(v, net.state_dict()[k]) for k, v in before.items())  # noqa: E731
+    assert changed(g0, trainer.g_network) and changed(d0, trainer.d_network)
+    losses = loss_summary(trainer.state.output)
+    assert set(losses) == {"g_loss", "d_loss", "pixel_loss", "adv_loss"}
+    assert all(np.isfinite(v) for v in losses.values())
+    assert losses["adv_loss"] > 0
+    assert losses["g_loss"] == pytest.approx(losses["pixel_loss"] + 0.1 * losses["adv_loss"], rel=1e-5)
+
+
+def test_adversarial_term_waits_for_start_iteration():
+    trainer = _trainer(_batches(2), adv_start_iteration=1)
+    seen = []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: seen.append(loss_summary(e.state.output)["adv_loss"]))
+    trainer.run()
+    assert seen[0] == 0.0 and seen[1] > 0
+
+
+def test_training_reduces_pixel_loss():
+    trainer = _trainer(_batches(1) * 30, adv_weight=0.0, lr=3e-3)
+    seen = []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: seen.append(loss_summary(e.state.output)["pixel_loss"]))
+    trainer.run()
+    assert np.mean(seen[-5:]) < 0.7 * np.mean(seen[:5])
+
+
+def test_monai_stats_handler_works_with_engine(capsys):
+    trainer = _trainer(_batches(1), handlers=[StatsHandler(name="t", output_transform=loss_summary, tag_name="l")])
+    trainer.run()
+    assert "pixel_loss" in capsys.readouterr().out
+
+
+def test_non_finite_loss_stops_with_clear_error():
+    data = _batches(1)
+    data[0]["label"][0, 0, 0, 0] = float("nan")
+    trainer = _trainer(data, handlers=[StopOnNonFiniteLoss()])
+    with pytest.raises(FloatingPointError, match="non-finite loss at epoch 1, iteration 1"):
+        trainer.run()
+
+
+def test_checkpoints_are_atomic_and_resumable(tmp_path, monkeypatch):
+    trainer = _trainer(_batches(1), max_epochs=2)
+    save_dict = {"generator": trainer.g_network, "trainer": trainer}
+    AtomicCheckpointSaver(save_dir=str(tmp_path), save_dict=save_dict, save_interval=1, n_saved=1).attach(trainer)
+    trainer.run()
+    assert latest_checkpoint(tmp_path).name == "checkpoint_epoch=2.pt"
+    state = torch.load(latest_checkpoint(tmp_path), weights_only=True)
+    assert state["trainer"]["epoch"] == 2
+
+    # a crash in the middle of writing leaves the previous checkpoint intact and no partial file
+    def broken_save(obj, f, *args, **kwargs):
+        f.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    trainer2 = _trainer(_batches(1), max_epochs=3)
+    saver = AtomicCheckpointSaver(save_dir=str(tmp_path), save_dict={"generator": trainer2.g_network}, save_interval=1, n_saved=1, file_prefix="other")
+    saver.attach(trainer2)
+    with pytest.raises(OSError, match="disk full"):
+        trainer2.run()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_epoch=2.pt"]
+
+
+def test_triplet_handler_writes_png_and_tensorboard(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(tmp_path / "tb"))
+    trainer = _trainer(_batches(1), handlers=[TripletImageHandler(tmp_path / "img", summary_writer=writer)])
+    trainer.run()
+    writer.close()
+    png = np.asarray(Image.open(tmp_path / "img" / "combined_epoch_1.png"))
+    assert png.shape == (2 * (32 + 2), 3 * 32, 3)
+    assert list((tmp_path / "tb").glob("events.out.tfevents*"))

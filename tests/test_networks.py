@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from medical_denoise.networks import ConditionalPatchDiscriminator, DenoiseUNet, load_generator
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 64, 64), (1, 3, 45, 61), (1, 3, 7, 9)])
+def test_generator_keeps_any_2d_shape(shape):
+    net = DenoiseUNet(channels=(8, 16, 32), strides=(2, 2), num_res_units=1)
+    assert net(torch.rand(shape)).shape == shape
+
+
+def test_generator_3d_and_grey():
+    net = DenoiseUNet(spatial_dims=3, in_channels=1, channels=(4, 8), strides=(2,), num_res_units=1)
+    x = torch.rand(1, 1, 9, 10, 11)
+    assert net(x).shape == x.shape
+
+
+def test_residual_generator_starts_near_identity_and_direct_does_not():
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 32, 32)
+    residual = DenoiseUNet(channels=(8, 16), strides=(2,), residual=True)
+    direct = DenoiseUNet(channels=(8, 16), strides=(2,), residual=False)
+    # predicting the noise: output = input - small correction, so an untrained net is far closer to the input
+    assert (residual(x) - x).abs().mean() < (direct(x) - x).abs().mean()
+
+
+def test_generator_output_does_not_depend_on_padding_elsewhere():
+    # no normalisation: a pixel far from the border sees the same result whether or not the image is bigger
+    torch.manual_seed(0)
+    net = DenoiseUNet(channels=(8, 16, 32), strides=(2, 2), num_res_units=1).eval()
+    x = torch.rand(1, 3, 64, 64)
+    big = torch.cat([x, torch.rand(1, 3, 64, 64)], dim=-1)
+    with torch.no_grad():
+        small_out, big_out = net(x), net(big)[..., :64]
+    assert torch.allclose(small_out[..., 8:-16, 8:-16], big_out[..., 8:-16, 8:-16], atol=1e-5)
+
+
+def test_generator_rejects_wrong_channels():
+    with pytest.raises(ValueError, match="expected 3 channels"):
+        DenoiseUNet()(torch.rand(1, 1, 16, 16))
+    with pytest.raises(ValueError, match="residual"):
+        DenoiseUNet(in_channels=1, out_channels=3, residual=True)
+
+
+def test_conditional_discriminator_sees_pairs():
+    d = ConditionalPatchDiscriminator(image_channels=3, channels=8, num_layers_d=2)
+    out = d(torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64))
+    assert out[-1].shape[:2] == (2, 1) and out[-1].shape[-1] > 1  # a map of patch decisions
+    with pytest.raises(ValueError, match="differ"):
+        d(torch.rand(2, 3, 64, 64), torch.rand(2, 3, 32, 32))
+
+
+def test_load_generator_roundtrip_and_errors(tmp_path):
+    net = DenoiseUNet(channels=(8, 16), strides=(2,))
+    path = tmp_path / "model.pt"
+    torch.save(net.state_dict(), path)
+    other = DenoiseUNet(channels=(8, 16), strides=(2,))
+    load_generator(other, path)
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), other.state_dict().values()))
+
+    torch.save({"generator": net.state_dict(), "discriminator": {}}, tmp_path / "ckpt.pt")
+    load_generator(other, tmp_path / "ckpt.pt")
+
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        load_generator(other, tmp_path / "missing.pt")
+    (tmp_path / "broken.pt").write_bytes(path.read_bytes()[:100])
+    with pytest.raises(ValueError, match="broken.pt"):
+        load_generator(other, tmp_path / "broken.pt")
+
+
+def test_load_generator_refuses_pickled_code(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    torch.save({"generator": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(ValueError, match="evil.pt"):
+        load_generator(DenoiseUNet(channels=(8, 16), strides=(2,)), tmp_path / "evil.pt")
