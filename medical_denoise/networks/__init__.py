@@ -2,5 +2,6 @@ from __future__ import annotations
 
 from .discriminator import ConditionalPatchDiscriminator
 from .generator import DenoiseUNet, load_generator
+from .predictor import GeneratorPredictor
 
-__all__ = ["ConditionalPatchDiscriminator", "DenoiseUNet", "load_generator"]
+__all__ = ["ConditionalPatchDiscriminator", "DenoiseUNet", "GeneratorPredictor", "load_generator"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import List  # noqa: F401  (TorchScript resolves annotations)
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +31,8 @@ class DenoiseUNet(nn.Module):
         act: MONAI activation name.
         dropout: dropout probability.
         residual: if True the U-Net predicts the noise and the output is ``input - noise`` (needs
-            ``in_channels == out_channels``); otherwise it predicts the clean image directly.
+            ``in_channels == out_channels``); by default it predicts the clean image directly, which trained
+            faster here (``benchmarks/residual_vs_direct.py``).
     """
 
     def __init__(
@@ -44,7 +46,7 @@ class DenoiseUNet(nn.Module):
         norm: str | tuple | None = None,
         act: str | tuple = "PRELU",
         dropout: float = 0.0,
-        residual: bool = True,
+        residual: bool = False,
     ) -> None:
         super().__init__()
         out_channels = in_channels if out_channels is None else out_channels
@@ -67,20 +69,22 @@ class DenoiseUNet(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        spatial = x.shape[2:]
-        if len(spatial) != self.spatial_dims:
-            raise ValueError(f"expected {self.spatial_dims} spatial dims, got input of shape {tuple(x.shape)}")
-        if x.shape[1] != self.in_channels:
-            raise ValueError(f"expected {self.in_channels} channels, got input of shape {tuple(x.shape)}")
-        pad = [(-s) % self.multiple for s in spatial]
-        # F.pad takes (last_lo, last_hi, ..., first_lo, first_hi)
-        padding = [p for size in reversed(pad) for p in (0, size)]
-        xp = F.pad(x, padding, mode="replicate") if any(pad) else x
+        # written in TorchScript's subset so `monai.bundle ckpt_export` can script it
+        if x.dim() != self.spatial_dims + 2 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"expected (N, {self.in_channels}, {self.spatial_dims} spatial dims), got input of shape {x.shape}"
+            )
+        spatial: List[int] = list(x.shape[2:])
+        padding: List[int] = []
+        for i in range(len(spatial) - 1, -1, -1):  # F.pad lists the last dimension first
+            padding += [0, (self.multiple - spatial[i] % self.multiple) % self.multiple]
+        xp = F.pad(x, padding, mode="replicate") if sum(padding) > 0 else x
         y = self.unet(xp)
         if self.residual:
             y = xp - y
-        crop = (slice(None), slice(None)) + tuple(slice(0, s) for s in spatial)
-        return y[crop]
+        if self.spatial_dims == 2:
+            return y[:, :, : spatial[0], : spatial[1]]
+        return y[:, :, : spatial[0], : spatial[1], : spatial[2]]
 
 
 def load_generator(network: nn.Module, checkpoint: str | Path, key: str | None = None) -> nn.Module:

@@ -1,0 +1,46 @@
+"""A trained generator as a plain callable for inference and evaluation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.inferers import Inferer
+from torch import nn
+
+from medical_denoise.networks.generator import load_generator
+
+
+class GeneratorPredictor:
+    """Runs a generator in eval mode without gradients: ``(N, C, *spatial)`` in [0, 1] -> same shape.
+
+    Args:
+        network: the generator.
+        checkpoint: weights to load (``weights_only``); None keeps the network's current weights.
+        inferer: e.g. MONAI ``SlidingWindowInferer`` to bound memory on large images; None runs whole images.
+        device: where inputs are moved before the forward pass (default: the network's device).
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        checkpoint: str | Path | None = None,
+        inferer: Inferer | None = None,
+        device: torch.device | str | None = None,
+    ) -> None:
+        if checkpoint is not None:
+            load_generator(network, checkpoint)
+        self.network = network.eval()
+        self.inferer = inferer
+        self.device = torch.device(device) if device is not None else next(network.parameters()).device
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device, torch.float32)
+        y = self.inferer(x, self.network) if self.inferer is not None else self.network(x)
+        return y.as_tensor() if hasattr(y, "as_tensor") else y
+
+    def numpy(self, image: np.ndarray) -> np.ndarray:
+        """One channel-first image as a float32 numpy array (the evaluation's denoiser signature)."""
+        return self(torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None])[0].cpu().numpy()

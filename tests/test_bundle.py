@@ -1,0 +1,115 @@
+"""End-to-end: the bundle's run ids in subprocesses, as a user runs them (tiny network, tiny schedule)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "gan_denoise"
+TINY = [
+    "--network_def#channels", "[8,16,32]", "--network_def#strides", "[2,2]", "--network_def#num_res_units", "1",
+    "--discriminator_def#channels", "8", "--discriminator_def#num_layers_d", "2",
+    "--patch_size", "[32,32]", "--samples_per_image", "2", "--num_workers", "0",
+]  # fmt: skip
+TRAIN = ["--config_file", "configs/train.yaml"]
+EVAL = ["--config_file", "['configs/train.yaml','configs/evaluate.yaml']"]
+INFER = ["--config_file", "['configs/train.yaml','configs/inference.yaml']"]
+
+pytestmark = pytest.mark.slow
+
+
+def bundle(*args: str, env: dict) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "monai.bundle", *args, "--bundle_root", str(BUNDLE)]
+    proc = subprocess.run(cmd, cwd=BUNDLE, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"{' '.join(cmd)}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Train on the embedded default images for 2 epochs, then resume for a third."""
+    tmp = tmp_path_factory.mktemp("bundle")
+    env = {**os.environ, "MEDICAL_DENOISE_CACHE": str(tmp / "cache"), "OMP_NUM_THREADS": "2"}
+    out = tmp / "train"
+    common = [*TINY, "--output_dir", str(out), "--val_interval", "1", "--image_interval", "1"]
+    bundle("run", "training", *TRAIN, *common, "--num_epochs", "2", env=env)
+    resumed = bundle("run", "training", *TRAIN, *common, "--num_epochs", "3", "--resume_from", "latest", env=env)
+    return tmp, out, env, resumed
+
+
+def test_training_leaves_checkpoints_logs_and_pictures(trained):
+    _, out, _, _ = trained
+    ckpts = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert "model.pt" in ckpts and "checkpoint_epoch=3.pt" in ckpts
+    assert not [p for p in (out / "checkpoints").iterdir() if p.name.startswith("tmp")]  # no half-written files
+    state = torch.load(out / "checkpoints" / "checkpoint_epoch=3.pt", weights_only=True)
+    assert {"generator", "discriminator", "g_optimizer", "d_optimizer", "g_lr_scheduler", "trainer"} <= set(state)
+    assert list((out / "tensorboard").glob("events.out.tfevents*"))
+    for epoch in (1, 2, 3):
+        assert Image.open(out / "images" / f"combined_epoch_{epoch}.png").size[0] > 0
+    datalist = json.loads((out / "datalist.json").read_text())
+    assert datalist["layout"] == "folder" and datalist["test"] and datalist["validation"]
+
+
+def test_resume_continues_from_the_saved_epoch(trained):
+    _, out, _, resumed = trained
+    log = resumed.stdout + resumed.stderr
+    assert "epoch 2 until 3 epochs" in log  # ignite: "Engine run resuming from iteration 2N, epoch 2 until 3 epochs"
+    state = torch.load(out / "checkpoints" / "checkpoint_epoch=3.pt", weights_only=True)
+    first_run = torch.load(out / "checkpoints" / "checkpoint_epoch=2.pt", weights_only=True)
+    assert state["trainer"]["iteration"] == 3 * first_run["trainer"]["iteration"] // 2
+
+
+def test_evaluating_reports_only_held_out_images(trained):
+    tmp, out, env, _ = trained
+    eval_dir = tmp / "eval"
+    bundle("run", "evaluating", *EVAL, *TINY, "--output_dir", str(out), "--eval_dir", str(eval_dir),
+           "--baselines", "['wavelet']", "--eval_sigmas", "[25]", env=env)  # fmt: skip
+    rows = list(csv.DictReader(open(eval_dir / "per_image.csv")))
+    datalist = json.loads((out / "datalist.json").read_text())
+    assert {r["image_id"] for r in rows} == {r["id"] for r in datalist["test"]}
+    assert {r["method"] for r in rows} == {"noisy", "gan", "wavelet"}
+    noisy = next(r for r in rows if r["method"] == "noisy")
+    assert float(noisy["psnr"]) == pytest.approx(20.2, abs=0.5)  # sigma 25 on [0, 1] images: 20*log10(255/25)
+    assert (eval_dir / "summary.md").read_text().count("|") > 10
+    assert (eval_dir / "psnr_vs_sigma.png").is_file()
+
+
+def test_verify_net_in_out_and_torchscript_export(trained):
+    tmp, out, env, _ = trained
+    bundle("verify_net_in_out", "network_def", "--meta_file", "configs/metadata.json", *TRAIN, *TINY, env=env)
+    ts = tmp / "model.ts"
+    bundle("ckpt_export", "network_def", "--filepath", str(ts), "--ckpt_file", str(out / "checkpoints" / "model.pt"),
+           "--meta_file", "configs/metadata.json", *TRAIN, *TINY, env=env)  # fmt: skip
+    exported = torch.jit.load(str(ts))
+    from medical_denoise.networks import DenoiseUNet, load_generator
+
+    eager = load_generator(DenoiseUNet(channels=(8, 16, 32), strides=(2, 2), num_res_units=1), out / "checkpoints" / "model.pt")
+    x = torch.rand(1, 3, 37, 50)
+    with torch.no_grad():
+        assert torch.allclose(exported(x), eager.eval()(x), atol=1e-5)
+
+
+def test_inference_writes_same_format_and_size(trained):
+    tmp, out, env, _ = trained
+    src = tmp / "inputs"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (70, 90, 3), dtype=np.uint8)).save(src / "photo.jpg")
+    Image.fromarray(rng.integers(0, 255, (40, 30), dtype=np.uint8)).save(src / "grey.png")
+    before = {p.name: p.read_bytes() for p in src.iterdir()}
+    dst = tmp / "denoised"
+    bundle("run", "inference", *INFER, *TINY, "--checkpoint", str(out / "checkpoints" / "model.pt"),
+           "--input", str(src), "--output_dir", str(dst), "--roi_size", "[32,32]", env=env)  # fmt: skip
+    assert np.asarray(Image.open(dst / "photo.png")).shape == (70, 90, 3)
+    assert np.asarray(Image.open(dst / "grey.png")).shape == (40, 30)
+    assert {p.name: p.read_bytes() for p in src.iterdir()} == before  # inputs untouched
