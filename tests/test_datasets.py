@@ -156,3 +156,21 @@ def test_ensure_channels():
     assert grey.shape == (1, 4, 4) and torch.allclose(grey, torch.ones(1, 4, 4))
     with pytest.raises(ValueError, match="2 channels"):
         t({"image": torch.rand(2, 8, 8)})
+
+
+def test_unreadable_images_are_all_listed_before_training(tmp_path):
+    data = tmp_path / "data"
+    _ham10000(data, n_lesions=12)
+    (data / "HAM10000_images_part_1" / "ISIC_0010.jpg").write_bytes(b"")  # zero bytes
+    good = (data / "HAM10000_images_part_2" / "ISIC_0000.jpg").read_bytes()
+    (data / "HAM10000_images_part_2" / "ISIC_0001.jpg").write_bytes(good[: len(good) // 2])  # truncated
+    (data / "HAM10000_images_part_2" / "ISIC_0020.jpg").write_text("not a jpeg")
+    out = tmp_path / "run" / "datalist.json"
+    with pytest.raises(ValueError) as err:
+        prepare_datalist(data, out)
+    for name in ("ISIC_0010.jpg", "ISIC_0001.jpg", "ISIC_0020.jpg"):
+        assert name in str(err.value)
+    assert "3 unreadable" in str(err.value) and not out.exists()
+    prepare_datalist(data, out, skip_bad=True)
+    listed = [r["id"] for k in ("training", "validation", "test") for r in json.loads(out.read_text())[k]]
+    assert len(listed) == 24 - 3 and "ISIC_0001" not in listed

@@ -94,6 +94,37 @@ def _challenge_dx(row: dict[str, str]) -> str:
     return next((k for k, v in row.items() if k != "image" and v.strip() in ("1", "1.0")), "")
 
 
+def check_readable(root: str | Path, records: list[ImageRecord], skip_bad: bool = False) -> list[ImageRecord]:
+    """Decode every image once, before training starts, and report all unreadable ones together.
+
+    Args:
+        root: dataset folder the record paths are relative to.
+        records: images to check.
+        skip_bad: drop unreadable images with a warning instead of raising.
+    """
+    from PIL import Image
+
+    good, bad = [], []
+    for r in records:
+        path = Path(root) / r.image
+        try:
+            if path.stat().st_size == 0:
+                raise ValueError("empty file")
+            with Image.open(path) as im:
+                im.load()  # full decode: verify() alone misses truncated JPEG data
+            good.append(r)
+        except Exception as e:  # PIL raises many types for corrupt data
+            bad.append(f"{path}: {e}")
+    if bad:
+        message = f"{len(bad)} unreadable image(s) in {root}:\n  " + "\n  ".join(bad)
+        if not skip_bad:
+            raise ValueError(message + "\n(fix or remove them, or pass skip_bad=True to train without them)")
+        logger.warning(message)
+    if not good:
+        raise ValueError(f"no readable images in {root}")
+    return good
+
+
 def find_images(dataset_dir: str | Path, skip_missing: bool = False) -> tuple[str, list[ImageRecord]]:
     """Detect the layout of ``dataset_dir`` and list its images.
 

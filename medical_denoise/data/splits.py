@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medical_denoise.data.layouts import ImageRecord, find_images
+from medical_denoise.data.layouts import ImageRecord, check_readable, find_images
 
 logger = logging.getLogger(__name__)
 SPLITS = ("training", "validation", "test")
@@ -82,7 +82,7 @@ def prepare_datalist(
     val_fraction: float = 0.1,
     test_fraction: float = 0.2,
     seed: int = 0,
-    skip_missing: bool = False,
+    skip_bad: bool = False,
 ) -> str:
     """Create (or reuse) the datalist JSON for ``dataset_dir`` and return its path.
 
@@ -96,7 +96,8 @@ def prepare_datalist(
         val_fraction: fraction of groups held out for validation.
         test_fraction: fraction of groups held out for testing.
         seed: split seed.
-        skip_missing: skip images a CSV names but the folder lacks (default: error).
+        skip_bad: skip (and report) images a CSV names but the folder lacks, and images that don't decode;
+            by default every such image is listed in one error before training starts.
     """
     dataset_dir = Path(dataset_dir).resolve()
     datalist_path = Path(datalist_path)
@@ -107,7 +108,8 @@ def prepare_datalist(
             logger.info("reusing datalist %s", datalist_path)
             return str(datalist_path)
         logger.info("datalist %s was made for other data or settings; rebuilding it", datalist_path)
-    layout, records = find_images(dataset_dir, skip_missing=skip_missing)
+    layout, records = find_images(dataset_dir, skip_missing=skip_bad)
+    records = check_readable(dataset_dir, records, skip_bad=skip_bad)
     splits = split_grouped(records, val_fraction, test_fraction, seed)
     for name in ("training", "validation"):
         if not splits[name]:
