@@ -8,10 +8,12 @@ PYTHON=${PYTHON:-python3}
 TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 stamp=".venv/.installed-$(cat setup.cfg pyproject.toml | sha1sum | cut -c1-12)"
+# this machine's pip config lists extra local indexes that may be absent; their warnings are noise
+pip_install() { .venv/bin/pip install -q --disable-pip-version-check "$@" 2>&1 | { grep -v "^WARNING: Location" || true; }; }
 if [ ! -f "$stamp" ]; then
   echo "setting up .venv (first run takes a few minutes)"
-  .venv/bin/pip install -q --disable-pip-version-check "$TORCH_SPEC"
-  .venv/bin/pip install -q --disable-pip-version-check -e ".[clinical,export,bm3d,test]"
+  pip_install "$TORCH_SPEC"
+  pip_install -e ".[clinical,export,bm3d,test]"
   rm -f .venv/.installed-*
   touch "$stamp"
 fi

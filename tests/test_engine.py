@@ -127,3 +127,17 @@ def test_triplet_handler_writes_png_and_tensorboard(tmp_path):
     png = np.asarray(Image.open(tmp_path / "img" / "combined_epoch_1.png"))
     assert png.shape == (2 * (32 + 2), 3 * 32, 3)
     assert list((tmp_path / "tb").glob("events.out.tfevents*"))
+
+
+def test_l1_ssim_loss():
+    from medical_denoise.engine import L1SSIMLoss
+
+    x = torch.rand(2, 3, 32, 32)
+    assert float(L1SSIMLoss(ssim_weight=0.0)(x, x)) == 0.0
+    assert float(L1SSIMLoss(ssim_weight=0.5)(x, x)) == pytest.approx(0.0, abs=1e-5)
+    y = x + 0.1 * torch.randn_like(x)
+    l1 = float(torch.nn.functional.l1_loss(y, x))
+    assert float(L1SSIMLoss(ssim_weight=0.0)(y, x)) == pytest.approx(l1)
+    assert float(L1SSIMLoss(ssim_weight=0.5)(y, x)) > 0.5 * l1  # the SSIM term adds structure error
+    with pytest.raises(ValueError):
+        L1SSIMLoss(ssim_weight=2.0)

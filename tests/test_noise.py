@@ -311,3 +311,17 @@ def test_bad_inputs_raise_clear_errors():
         AddNoised()({"image": np.zeros((1, 4, 4), np.uint8)})
     with pytest.raises(ValueError, match="unknown noise kind"):
         AddNoised(noise="pepper")
+
+
+def test_estimate_noise_level_recovers_gaussian_sigma():
+    from skimage import data
+
+    from medical_denoise.noise import GaussianNoise, estimate_noise_level
+
+    clean = np.moveaxis(data.astronaut()[:256, :256].astype(np.float32) / 255, -1, 0)
+    rng = np.random.default_rng(0)
+    for sigma in (10.0, 25.0, 50.0):
+        noisy = GaussianNoise(sigma).apply(clean, sigma, rng)
+        assert estimate_noise_level(noisy) == pytest.approx(sigma, rel=0.15)
+    grey_volume = np.repeat(clean[:1, ..., None], 3, axis=-1)
+    assert estimate_noise_level(GaussianNoise(25.0).apply(grey_volume, 25.0, rng)) == pytest.approx(25, rel=0.15)

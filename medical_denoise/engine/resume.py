@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import math
+import random
 import re
 from pathlib import Path
 
+import numpy as np
+import torch
+
 from ignite.engine import Engine, Events
+from monai.data.utils import set_rnd
 from monai.handlers import CheckpointLoader
 
 from medical_denoise.engine.handlers import loss_summary
@@ -60,3 +65,33 @@ class StopOnNonFiniteLoss:
                 f"non-finite loss at epoch {engine.state.epoch}, iteration {engine.state.iteration}: {bad}; "
                 "training stopped, the last complete-epoch checkpoint is intact (try a lower learning rate)"
             )
+
+
+class EpochSeeder:
+    """Reseeds all training randomness from ``(seed, epoch)`` when each epoch starts.
+
+    Crops, flips and noise of epoch ``k`` then depend only on the seed and ``k``: two runs with the same seed
+    and config match, and a run resumed from the checkpoint of epoch ``k - 1`` continues exactly as the
+    uninterrupted run would have, without storing RNG states in checkpoints.
+
+    Args:
+        seed: base seed of the run.
+        dataset: the training dataset, whose random transforms are reseeded too (needed when the loader has
+            no workers; with workers, MONAI seeds them from torch's reseeded generator).
+    """
+
+    def __init__(self, seed: int, dataset=None) -> None:
+        self.seed = seed
+        self.dataset = dataset
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_STARTED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        epoch_seed = self.seed + 1000 * engine.state.epoch
+        # not monai's set_determinism: that also forces slow deterministic cuDNN kernels on every epoch
+        torch.manual_seed(epoch_seed)
+        np.random.seed(epoch_seed % 2**32)
+        random.seed(epoch_seed)
+        if self.dataset is not None:
+            set_rnd(self.dataset, epoch_seed)

@@ -176,7 +176,6 @@ class ConditionalGanTrainer(Trainer):
         engine.fire_event(AdversarialIterationEvents.GENERATOR_FORWARD_COMPLETED)
 
         # discriminator: real pairs vs generated pairs, generator frozen (detached)
-        d.requires_grad_(True)
         for _ in range(engine.d_steps):
             engine.d_optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
             with engine._autocast():
@@ -191,22 +190,24 @@ class ConditionalGanTrainer(Trainer):
         out[AdversarialKeys.DISCRIMINATOR_LOSS] = d_loss.detach()
         engine.fire_event(AdversarialIterationEvents.DISCRIMINATOR_MODEL_COMPLETED)
 
-        # generator: pixel fidelity + fooling the (now frozen) discriminator
-        d.requires_grad_(False)
+        # generator: pixel fidelity + fooling the (now frozen) discriminator. Under DDP the frozen pass uses the
+        # wrapped module: D is not updated here, so its gradients need no all-reduce.
+        d_frozen = d.module if isinstance(d, torch.nn.parallel.DistributedDataParallel) else d
+        d_frozen.requires_grad_(False)
         engine.g_optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
         adv_on = engine.adv_weight > 0 and engine.state.iteration > engine.adv_start_iteration
         with engine._autocast():
             pixel_loss = engine.pixel_loss_function(fakes.float(), targets.float())
             if adv_on:
                 adv_loss = engine.adversarial_loss_function(
-                    d(inputs, fakes), target_is_real=True, for_discriminator=False
+                    d_frozen(inputs, fakes), target_is_real=True, for_discriminator=False
                 )
             else:
                 adv_loss = torch.zeros((), device=pixel_loss.device)
             g_loss = engine.pixel_weight * pixel_loss + engine.adv_weight * adv_loss
         engine.fire_event(AdversarialIterationEvents.GENERATOR_LOSS_COMPLETED)
         engine._step(g_loss, g, engine.g_optimizer, engine.g_scaler)
-        d.requires_grad_(True)
+        d_frozen.requires_grad_(True)
         engine.fire_event(AdversarialIterationEvents.GENERATOR_MODEL_COMPLETED)
 
         out[Keys.PRED] = out[AdversarialKeys.FAKES] = fakes.detach()

@@ -12,9 +12,10 @@ from collections.abc import Callable
 
 import numpy as np
 from monai.utils import OptionalImportError, optional_import
-from skimage.restoration import denoise_nl_means, denoise_tv_chambolle, denoise_wavelet, estimate_sigma
+from skimage.restoration import denoise_nl_means, denoise_tv_chambolle, denoise_wavelet
 
 from medical_denoise.evaluation.metrics import check_image
+from medical_denoise.noise.estimate import estimate_noise_level
 
 __all__ = [
     "BM3DDenoiser",
@@ -38,8 +39,7 @@ def estimate_noise_sigma(noisy: np.ndarray) -> float:
         noisy: noisy image ``(C, H, W)``.
     """
     check_image(noisy, "noisy")
-    image, channel_axis = _to_skimage(noisy)
-    return float(estimate_sigma(image, channel_axis=channel_axis, average_sigmas=True))
+    return estimate_noise_level(noisy) / 255.0
 
 
 def _to_skimage(image: np.ndarray) -> tuple[np.ndarray, int | None]:

@@ -23,6 +23,7 @@ from medical_denoise.io.image import LoadedImage
 from medical_denoise.io.intensity import IntensityMapping
 from medical_denoise.io.readers import _IGNORED_NAMES, guess_format, is_dicom_file, read_image
 from medical_denoise.io.writers import write_like
+from medical_denoise.noise.estimate import estimate_noise_level
 
 __all__ = ["collect_inputs", "denoise_path", "predict_array"]
 
@@ -203,8 +204,11 @@ def denoise_path(
             image = read_image(item)
             mapping = intensity(image) if intensity is not None else image.intensity
             _check_channels(image.channels, model_channels, image.source)
+            mapped = mapping.forward(image.array)
+            # blind model: tell the user what noise level it is facing
+            logger.info("%s: estimated noise sigma %.1f (0-255 scale)", image.source, estimate_noise_level(mapped))
             net = predict_array(
-                mapping.forward(image.array),
+                mapped,
                 predictor,
                 model_channels=model_channels,
                 batch_size=batch_size,

@@ -44,3 +44,29 @@ class GeneratorPredictor:
     def numpy(self, image: np.ndarray) -> np.ndarray:
         """One channel-first image as a float32 numpy array (the evaluation's denoiser signature)."""
         return self(torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None])[0].cpu().numpy()
+
+
+def bundle_predictor(
+    bundle_dir: str | Path, checkpoint: str | Path | None = None, config_file: str = "configs/train.yaml", **overrides
+) -> GeneratorPredictor:
+    """The generator a bundle config defines, with its weights, as a :class:`GeneratorPredictor` on the CPU.
+
+    Args:
+        bundle_dir: bundle folder.
+        checkpoint: weights (default: the bundle's shipped ``models/model.pt``).
+        config_file: config holding ``network_def``, relative to ``bundle_dir``.
+        overrides: config overrides, e.g. ``{"network_def#channels": [8, 16]}``.
+    """
+    from monai.bundle import ConfigParser
+
+    bundle_dir = Path(bundle_dir)
+    parser = ConfigParser()
+    parser.read_config(bundle_dir / config_file)
+    parser.update({"bundle_root": str(bundle_dir), **overrides})
+    network = parser.get_parsed_content("network_def")
+    return GeneratorPredictor(network, checkpoint or bundle_dir / "models" / "model.pt", device="cpu")
+
+
+def bundle_denoiser(bundle_dir: str | Path = "bundles/gan_denoise", checkpoint: str | Path | None = None):
+    """``(C, H, W)`` numpy denoiser for ``benchmarks/compare_denoisers.py --gan_module``."""
+    return bundle_predictor(bundle_dir, checkpoint).numpy

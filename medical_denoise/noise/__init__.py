@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .degradations import downsample, gaussian_blur, jpeg_compress
+from .estimate import estimate_noise_level
 from .models import (
     NOISE_MODELS,
     GaussianNoise,
@@ -24,6 +25,7 @@ __all__ = [
     "NOISE_MODELS",
     "make_noise_model",
     "rician_mean",
+    "estimate_noise_level",
     "gaussian_blur",
     "downsample",
     "jpeg_compress",
