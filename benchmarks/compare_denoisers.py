@@ -31,10 +31,10 @@ try:
 except ImportError:  # running from a checkout without the package installed
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from medical_denoise.evaluation.atomic import atomic_write
+from medical_denoise.atomic import atomic_write
 from medical_denoise.evaluation.baselines import BM3D_LICENCE_NOTE, available_baselines, bm3d_available
 from medical_denoise.evaluation.report import NOISY, ComparisonResult, run_comparison
-from medical_denoise.evaluation.seeded_noise import SeededGaussianNoise
+from medical_denoise.evaluation.seeded_noise import SeededNoise
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 BASELINE_NAMES = ("nlm", "tv", "wavelet", "bm3d")
@@ -209,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> ComparisonResult:
         images,
         args.sigmas,
         methods,
-        add_noise=SeededGaussianNoise(seed=args.seed),
+        add_noise=SeededNoise(seed=args.seed),
         out_dir=args.out_dir,
         progress=not args.no_progress,
     )

@@ -17,7 +17,7 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from medical_denoise.evaluation import (
     BM3DDenoiser,
     NLMeansDenoiser,
-    SeededGaussianNoise,
+    SeededNoise,
     TVDenoiser,
     WaveletDenoiser,
     accepts_sigma,
@@ -28,7 +28,7 @@ from medical_denoise.evaluation import (
     ms_ssim,
     run_comparison,
 )
-from medical_denoise.evaluation.atomic import atomic_write
+from medical_denoise.atomic import atomic_write
 from medical_denoise.evaluation.metrics import ms_ssim_min_size
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -117,12 +117,12 @@ def test_ms_ssim_only_when_large_enough_for_five_scales():
 
 def test_seeded_noise_is_reproducible_unclipped_and_keyed():
     clean = astronaut_crop(32)
-    noise = SeededGaussianNoise(seed=3)
+    noise = SeededNoise(seed=3)
     a = noise(clean, 25, "img")
     assert a.dtype == np.float32 and a.shape == clean.shape
-    np.testing.assert_array_equal(a, SeededGaussianNoise(seed=3)(clean, 25.0, "img"))
+    np.testing.assert_array_equal(a, SeededNoise(seed=3)(clean, 25.0, "img"))
     assert not np.array_equal(a, noise(clean, 25, "other"))
-    assert not np.array_equal(a, SeededGaussianNoise(seed=4)(clean, 25, "img"))
+    assert not np.array_equal(a, SeededNoise(seed=4)(clean, 25, "img"))
     assert a.min() < 0.0 or a.max() > 1.0  # not clipped
     assert float(np.std(a - clean)) == pytest.approx(25 / 255, rel=0.1)
     with pytest.raises(ValueError, match="'bad'"):
@@ -134,7 +134,7 @@ def test_seeded_noise_is_reproducible_unclipped_and_keyed():
 
 def test_report_numbers_equal_direct_computation():
     images = [("rgb", astronaut_crop(48)), ("gray", camera_crop(40))]
-    noise = SeededGaussianNoise(seed=1)
+    noise = SeededNoise(seed=1)
     result = run_comparison(images, [25], {"blur": blur}, add_noise=noise, progress=False)
     rows = {(r.image_id, r.method): r for r in result.rows}
     for image_id, clean in images:
@@ -162,7 +162,7 @@ def test_every_method_sees_the_same_noisy_array():
     sigmas = [15, 50]
     first, second, with_sigma = Recorder(), Recorder(), SigmaRecorder()
     methods = {"first": first, "vandal": in_place_vandal, "second": second, "with_sigma": with_sigma}
-    noise = SeededGaussianNoise(seed=7)
+    noise = SeededNoise(seed=7)
     run_comparison(images, sigmas, methods, add_noise=noise, progress=False)
     expected = [noise(clean, s, image_id) for image_id, clean in images for s in sigmas]
     for recorder in (first, second, with_sigma):
@@ -253,7 +253,7 @@ def test_baselines_improve_psnr_at_sigma_25(make_clean):
     for name in ("nlm", "tv", "wavelet", *(["bm3d"] if bm3d_available() else [])):
         assert psnr[name] > psnr["noisy"] + 3.0, (name, psnr)
     for denoiser in (NLMeansDenoiser(), TVDenoiser(), WaveletDenoiser()):
-        output = denoiser(SeededGaussianNoise()(clean, 25, "img"))
+        output = denoiser(SeededNoise()(clean, 25, "img"))
         assert output.shape == clean.shape and output.dtype == np.float32
 
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
+from medical_denoise.atomic import atomic_write
 from medical_denoise.data.layouts import ImageRecord, check_readable, find_images
 
 logger = logging.getLogger(__name__)
@@ -66,14 +65,7 @@ def write_json_atomic(data: dict, path: str | Path) -> None:
     """Write JSON through a temporary file + rename, so an interrupted write leaves no broken file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".json", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: json.dump(data, f, indent=2))
 
 
 def prepare_datalist(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +12,7 @@ from monai.data import decollate_batch
 from monai.utils.enums import CommonKeys as Keys
 from PIL import Image
 
+from medical_denoise.atomic import atomic_write
 from medical_denoise.engine.trainer import PIXEL_LOSS
 
 
@@ -53,14 +52,7 @@ def triplet_grid(samples: list[dict], max_rows: int) -> np.ndarray:
 def save_png_atomic(array: np.ndarray, path: Path) -> None:
     """Write a PNG through a temporary file so readers never see a half-written picture."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        Image.fromarray(array).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: Image.fromarray(array).save(f, format="PNG"), binary=True)
 
 
 class TripletImageHandler:

@@ -22,4 +22,4 @@ from medical_denoise.evaluation.report import (
     run_comparison,
     summarize,
 )
-from medical_denoise.evaluation.seeded_noise import SeededGaussianNoise, stable_seed
+from medical_denoise.evaluation.seeded_noise import SeededNoise

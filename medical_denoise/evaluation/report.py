@@ -17,9 +17,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
-from medical_denoise.evaluation.atomic import atomic_write
+from medical_denoise.atomic import atomic_write
 from medical_denoise.evaluation.metrics import DATA_RANGE, check_image, mean_ci, score_image
-from medical_denoise.evaluation.seeded_noise import SeededGaussianNoise
+from medical_denoise.evaluation.seeded_noise import SeededNoise
 
 __all__ = [
     "NOISY",
@@ -158,7 +158,7 @@ def run_comparison(
         images: ``(image_id, clean)`` pairs, clean ``(C, H, W)`` float in [0, 1]; ids must be unique.
         sigmas: noise levels on the 0-255 scale.
         methods: denoisers by name; ``"noisy"`` is reserved and always added.
-        add_noise: ``(clean, sigma, image_id) -> noisy``; defaults to ``SeededGaussianNoise(seed=0)``.
+        add_noise: ``(clean, sigma, image_id) -> noisy``; defaults to ``SeededNoise(seed=0)`` (Gaussian).
         out_dir: if given, write CSVs, the markdown table and figures there (created if missing).
         progress: show a tqdm progress bar.
         focus_method: method whose PSNR gain over noisy picks the best/worst triplets; default
@@ -182,7 +182,7 @@ def run_comparison(
         raise ValueError("image ids must be unique.")
     for image_id, image in images:
         _check_clean(image_id, image)
-    add_noise = SeededGaussianNoise(seed=0) if add_noise is None else add_noise
+    add_noise = SeededNoise(seed=0) if add_noise is None else add_noise
     focus = _choose_focus(methods, focus_method)
     with_sigma = {name for name, fn in methods.items() if accepts_sigma(fn)}
 

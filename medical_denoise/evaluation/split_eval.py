@@ -11,26 +11,9 @@ from monai.data import load_decathlon_datalist
 
 from medical_denoise.evaluation.baselines import available_baselines
 from medical_denoise.evaluation.report import ComparisonResult, run_comparison
-from medical_denoise.noise import AddNoised
+from medical_denoise.evaluation.seeded_noise import SeededNoise
 
 logger = logging.getLogger(__name__)
-
-
-class DatalistNoise:
-    """The evaluation's noise: ``AddNoised`` seeded by image id, so it matches the bundle's validation noise.
-
-    Args:
-        noise_kind: noise model name (see ``medical_denoise.noise.make_noise_model``).
-        seed: experiment seed.
-    """
-
-    def __init__(self, noise_kind: str = "gaussian", seed: int = 0) -> None:
-        self.noise_kind = noise_kind
-        self.seed = seed
-
-    def __call__(self, clean: np.ndarray, sigma: float, image_id: str) -> np.ndarray:
-        t = AddNoised("image", noise=self.noise_kind, level=float(sigma), target_key=None, seed_key="id", seed=self.seed)
-        return np.asarray(t({"image": clean, "id": image_id})["image"], dtype=np.float32)
 
 
 def load_split_images(
@@ -79,6 +62,6 @@ def evaluate_split(
     images = load_split_images(datalist, split, data_root, load_transform, max_images)
     methods = {"gan": gan, **{b: known[b] for b in baselines}}
     logger.info("evaluating %d '%s' image(s) at sigma %s: %s", len(images), split, list(sigmas), list(methods))
-    result = run_comparison(images, sigmas, methods, add_noise=DatalistNoise(noise_kind, seed), out_dir=out_dir)
+    result = run_comparison(images, sigmas, methods, add_noise=SeededNoise(noise_kind, seed), out_dir=out_dir)
     logger.info("\n%s", result.to_markdown())
     return result

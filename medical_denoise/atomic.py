@@ -1,4 +1,4 @@
-"""Atomic file writes: a temporary file in the target folder, then ``os.replace``."""
+"""Atomic file writes: a temporary file in the target folder, then ``os.replace`` (used by every writer)."""
 
 from __future__ import annotations
 
