@@ -8,14 +8,15 @@ Supported layouts (detected in this order):
   when the archive has them).
 - ``isic_challenge``: an ISIC challenge release: a ground-truth CSV with an ``image`` column (one-hot diagnosis
   columns), optionally a metadata CSV with ``image`` and ``lesion_id``.
-- ``folder``: any folder of images; each image is its own group.
+- ``folder``: any folder of images; each image is its own group. NIfTI files, DICOM files and DICOM series folders
+  are listed too (see :func:`medical_denoise.data.clinical.find_clinical_images`; a DICOM PatientID is the group).
 """
 
 from __future__ import annotations
 
 import csv
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
@@ -104,17 +105,24 @@ def check_readable(root: str | Path, records: list[ImageRecord], skip_bad: bool 
     """
     from PIL import Image
 
+    from medical_denoise.data.clinical import clinical_format
+    from medical_denoise.io import read_image
+
     good, bad = [], []
     for r in records:
         path = Path(root) / r.image
         try:
             if path.stat().st_size == 0:
                 raise ValueError("empty file")
-            with Image.open(path) as im:
-                im.load()  # full decode: verify() alone misses truncated JPEG data
+            if clinical_format(path):
+                read_image(path)  # DICOM (file or series folder) / NIfTI: the reader training uses
+            else:
+                with Image.open(path) as im:
+                    im.load()  # full decode: verify() alone misses truncated JPEG data
             good.append(r)
-        except Exception as e:  # PIL raises many types for corrupt data
-            bad.append(f"{path}: {e}")
+        except Exception as e:  # PIL and pydicom raise many types for corrupt data
+            # read_image's messages already start with the file (inside a series: the slice that failed)
+            bad.append(str(e) if str(e).startswith(str(path)) else f"{path}: {e}")
     if bad:
         message = f"{len(bad)} unreadable image(s) in {root}:\n  " + "\n  ".join(bad)
         if not skip_bad:
@@ -162,11 +170,16 @@ def find_images(dataset_dir: str | Path, skip_missing: bool = False) -> tuple[st
             r["lesion_id"] = lesions.get(r["image"], "")
         records, missing = _records_from_rows(root, rows, "image", gt, ("lesion_id",), _challenge_dx)
     else:
+        from medical_denoise.data.clinical import find_clinical_images
+
         layout, csv_path = "folder", None
         records = [
             ImageRecord(p.relative_to(root).as_posix(), p.stem, p.relative_to(root).as_posix())
             for p in _index_images(root).values()
         ]
+        photo_ids = {r.id for r in records}
+        # a clinical id equal to a photo's stem keeps its suffix: ids seed the evaluation noise and must be unique
+        records += [r if r.id not in photo_ids else replace(r, id=r.image) for r in find_clinical_images(root)]
 
     if missing:
         shown = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
@@ -175,5 +188,7 @@ def find_images(dataset_dir: str | Path, skip_missing: bool = False) -> tuple[st
             raise FileNotFoundError(message + " (pass skip_missing=True to train without them)")
         logger.warning(message)
     if not records:
-        raise ValueError(f"no images found in {root} (looked for {', '.join(IMAGE_SUFFIXES)} files)")
+        raise ValueError(
+            f"no images found in {root} (looked for {', '.join(IMAGE_SUFFIXES)}, NIfTI and DICOM files)"
+        )
     return layout, sorted(records, key=lambda r: r.id)
