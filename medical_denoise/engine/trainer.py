@@ -103,6 +103,8 @@ class ConditionalGanTrainer(Trainer):
     ) -> None:
         if d_steps < 1:
             raise ValueError(f"d_steps must be >= 1, got {d_steps}")
+        if not isinstance(amp, bool):  # "--amp true" on the command line arrives as a string
+            raise TypeError(f"amp must be a bool (write --amp True / False), got {amp!r}")
         super().__init__(
             device=device,
             max_epochs=max_epochs,
