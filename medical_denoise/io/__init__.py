@@ -5,6 +5,7 @@ See ``docs/clinical_formats.md``.
 
 from __future__ import annotations
 
+from medical_denoise.io.geometry import zoom_affine, zoom_dicom_dataset, zoomed_like
 from medical_denoise.io.image import LoadedImage
 from medical_denoise.io.inference import collect_inputs, denoise_path, predict_array
 from medical_denoise.io.intensity import CT_WINDOW, MR_PERCENTILES, IntensityMapping, default_intensity_mapping
@@ -24,4 +25,7 @@ __all__ = [
     "predict_array",
     "read_image",
     "write_like",
+    "zoom_affine",
+    "zoom_dicom_dataset",
+    "zoomed_like",
 ]
