@@ -204,3 +204,41 @@ def test_failure_leaves_nothing_behind(tmp_path, monkeypatch):
         write_like(image, image.array, tmp_path / "out" / "series", description="t")
     assert len(calls) == 3
     assert not (tmp_path / "out").exists()  # no temp files, no half series, no created folder
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["CT_small.dcm", "MR_small_implicit.dcm", "SC_rgb_jpeg_dcmtk.dcm", "emri_small.dcm", "SC_rgb_rle_2frame.dcm"],
+)
+def test_pydicom2_path_writes_what_set_pixel_data_writes(tmp_path, monkeypatch, name):
+    """MONAI Label's environment pins pydicom 2, which has no ``Dataset.set_pixel_data``: hide it and compare."""
+    image = read_image(dicom_file(name))
+    new = image.array + np.random.default_rng(0).normal(0, 20, image.array.shape)
+    series_uid = generate_uid()
+
+    def write(target: Path) -> pydicom.Dataset:
+        ds = writers._derived_dataset(image.datasets[0], new, series_uid, "t", "")
+        writers._save_dicom(ds, target)
+        return pydicom.dcmread(target)
+
+    a = write(tmp_path / "v3.dcm")
+    monkeypatch.delattr(pydicom.Dataset, "set_pixel_data")
+    calls = []
+    real = writers._set_pixel_data_pydicom2
+    monkeypatch.setattr(writers, "_set_pixel_data_pydicom2", lambda *args: calls.append(1) or real(*args))
+    b = write(tmp_path / "v2.dcm")
+    monkeypatch.undo()
+    assert calls == [1]  # the pydicom-2 branch ran
+    assert b.original_encoding == (False, True)  # explicit VR little endian, also from implicit-VR sources
+    assert b.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian == a.file_meta.TransferSyntaxUID
+    assert b.file_meta.MediaStorageSOPInstanceUID == b.SOPInstanceUID != a.SOPInstanceUID
+    assert b.SOPInstanceUID != image.datasets[0].SOPInstanceUID and b.SeriesInstanceUID == series_uid
+    assert b["PixelData"].VR == a["PixelData"].VR == ("OB" if a.BitsAllocated == 8 else "OW")
+    assert ("NumberOfFrames" in b) == ("NumberOfFrames" in a)
+    skip = {"SOPInstanceUID"}  # every other element, Image Pixel module included, is the same
+    assert [e.keyword for e in b if e.keyword not in skip] == [e.keyword for e in a if e.keyword not in skip]
+    for elem in a:
+        if elem.keyword not in skip:
+            assert b[elem.tag].value == elem.value, elem.keyword
+    np.testing.assert_array_equal(b.pixel_array, a.pixel_array)
+    assert read_image(tmp_path / "v2.dcm").array.shape == image.array.shape

@@ -21,11 +21,14 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pydicom
 import pytest
 import torch
 from PIL import Image
+from pydicom.data import get_testdata_file
 from skimage import data
 
+from medical_denoise.io import CT_WINDOW
 from medical_denoise.label.bundle import DEFAULT_BUNDLE, bundle_parser, load_bundle_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,6 +85,24 @@ def test_missing_weights_or_bundle_are_named(tmp_path):
         load_bundle_model(DEFAULT_BUNDLE, tmp_path / "missing.pt", TINY)
     with pytest.raises(FileNotFoundError, match="gan_denoise bundle"):
         load_bundle_model(tmp_path, tmp_path / "missing.pt")
+
+
+@needs_label_env
+@pytest.mark.parametrize("name", ["MR_small_implicit.dcm", "SC_rgb_rle_2frame.dcm"])
+def test_dicom_writer_under_real_pydicom2(tmp_path, name):
+    """``.venv-label`` (pydicom 2.4) writes the derived DICOM: explicit VR as its header says, same pixels."""
+    src = get_testdata_file(name, download=False)
+    out = tmp_path / name
+    script = (
+        "import sys, pydicom; from medical_denoise.io import read_image, write_like; "
+        "assert pydicom.__version__.startswith('2.'), pydicom.__version__; "
+        "im = read_image(sys.argv[1]); write_like(im, im.array, sys.argv[2], description='t')"
+    )
+    subprocess.run([str(LABEL_PYTHON), "-c", script, src, str(out)], check=True, timeout=REQUEST_S)
+    written = pydicom.dcmread(out)
+    assert written.original_encoding == (False, True)  # pydicom 2 would keep an implicit-VR source's encoding
+    np.testing.assert_array_equal(written.pixel_array, pydicom.dcmread(src).pixel_array)
+    assert written.file_meta.MediaStorageSOPInstanceUID == written.SOPInstanceUID
 
 
 def _free_port() -> int:
@@ -221,6 +242,34 @@ def test_nifti_volume_keeps_shape_affine_dtype_and_is_denoised(server, tmp_path)
     assert out.shape == clean.shape and out.get_data_dtype() == np.float32
     np.testing.assert_allclose(out.affine, affine, atol=1e-5)
     gain = psnr(out.get_fdata(), clean, 1020.0) - psnr(noisy, clean, 1020.0)
+    assert gain > MARGIN_DB, f"PSNR gain {gain:.2f} dB"
+
+
+@needs_label_env
+def test_dicom_comes_back_as_a_derived_denoised_dicom(server, tmp_path):
+    """The server's pydicom 2.4 reads the upload and writes the derived DICOM (the writer's pydicom-2 path)."""
+    url, _, log = server
+    src = pydicom.dcmread(get_testdata_file("CT_small.dcm", download=False))
+    slope, inter = float(src.RescaleSlope), float(src.RescaleIntercept)
+    clean = src.pixel_array * slope + inter  # HU
+    window = CT_WINDOW[1] - CT_WINDOW[0]  # the CT mapping to the network range
+    noise = np.random.default_rng(4).normal(0, window * SIGMA, clean.shape)
+    src.PixelData = np.rint((clean + noise - inter) / slope).astype(src.pixel_array.dtype).tobytes()
+    sent = tmp_path / "noisy_ct.dcm"
+    src.save_as(sent, enforce_file_format=True)
+    noisy = pydicom.dcmread(sent).pixel_array * slope + inter
+    status, ctype, body = _post_file(f"{url}/infer/gan_denoise?output=image", sent)
+    assert status == 200, f"{body[:500]!r}\n{log.read_text()[-3000:]}"
+    assert ctype in ("application/dicom", "application/octet-stream")
+    out = pydicom.dcmread(io.BytesIO(body))
+    assert (out.Rows, out.Columns) == (src.Rows, src.Columns)
+    assert out.PatientID == src.PatientID and out.StudyInstanceUID == src.StudyInstanceUID
+    assert out.SeriesInstanceUID != src.SeriesInstanceUID and out.SOPInstanceUID != src.SOPInstanceUID
+    assert out.file_meta.MediaStorageSOPInstanceUID == out.SOPInstanceUID
+    assert list(out.ImageType[:2]) == ["DERIVED", "SECONDARY"]
+    denoised = out.pixel_array * float(out.RescaleSlope) + float(out.RescaleIntercept)
+    assert denoised.shape == clean.shape
+    gain = psnr(denoised, clean, window) - psnr(noisy, clean, window)
     assert gain > MARGIN_DB, f"PSNR gain {gain:.2f} dB"
 
 

@@ -164,9 +164,7 @@ def _dicom_outputs(
     syntaxes = image.meta.get("transfer_syntaxes", [""] * len(datasets))
 
     def writer(ds, part, syntax):
-        return lambda tmp: _derived_dataset(ds, part, series_uid, description, syntax).save_as(
-            tmp, enforce_file_format=True
-        )
+        return lambda tmp: _save_dicom(_derived_dataset(ds, part, series_uid, description, syntax), tmp)
 
     return targets, [writer(ds, part, ts) for ds, part, ts in zip(datasets, parts, syntaxes)]
 
@@ -200,7 +198,10 @@ def _derived_dataset(source, values: np.ndarray, series_uid: str, description: s
         stored = stored[0]  # set_pixel_data removes NumberOfFrames for a lone 2D frame
     # pixels are written uncompressed; the encoding of the other elements follows the new syntax
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.set_pixel_data(stored, photometric, bits_stored, generate_instance_uid=True)
+    if hasattr(ds, "set_pixel_data"):  # pydicom >= 3
+        ds.set_pixel_data(stored, photometric, bits_stored, generate_instance_uid=True)
+    else:
+        _set_pixel_data_pydicom2(ds, stored, photometric, bits_stored)
 
     ds.SeriesInstanceUID = series_uid
     image_type = list(ds.get("ImageType", [])) or ["DERIVED", "SECONDARY"]
@@ -224,6 +225,50 @@ def _derived_dataset(source, values: np.ndarray, series_uid: str, description: s
     reference.ReferencedSOPInstanceUID = source.SOPInstanceUID
     ds.SourceImageSequence = Sequence([reference])
     return ds
+
+
+def _set_pixel_data_pydicom2(ds, stored: np.ndarray, photometric: str, bits_stored: int) -> None:
+    """What ``Dataset.set_pixel_data`` (pydicom >= 3) does, for pydicom 2, which MONAI Label's environment pins.
+
+    Args:
+        ds: the dataset to update; its TransferSyntaxUID is already Explicit VR Little Endian.
+        stored: (H, W), (F, H, W), (H, W, 3) or (F, H, W, 3) integers; a frame axis means NumberOfFrames is kept.
+        photometric: PhotometricInterpretation of ``stored``.
+        bits_stored: BitsStored; HighBit is one less.
+    """
+    from pydicom.uid import generate_uid
+
+    samples = 3 if photometric == "RGB" else 1  # the writer makes RGB or monochrome only
+    if stored.ndim == (3 if samples == 1 else 4):
+        ds.NumberOfFrames = stored.shape[0]
+    elif "NumberOfFrames" in ds:
+        del ds.NumberOfFrames
+    ds.Rows, ds.Columns = stored.shape[-2:] if samples == 1 else stored.shape[-3:-1]
+    ds.SamplesPerPixel = samples
+    ds.PhotometricInterpretation = photometric
+    if samples > 1:
+        ds.PlanarConfiguration = 0  # colour-by-pixel, the (..., 3) layout of ``stored``
+    elif "PlanarConfiguration" in ds:
+        del ds.PlanarConfiguration
+    ds.BitsAllocated = stored.dtype.itemsize * 8
+    ds.BitsStored, ds.HighBit = bits_stored, bits_stored - 1
+    ds.PixelRepresentation = int(stored.dtype.kind == "i")
+    data = stored.astype(stored.dtype.newbyteorder("<"), copy=False).tobytes()
+    ds.PixelData = data + b"\x00" * (len(data) % 2)  # even length
+    ds["PixelData"].VR = "OB" if stored.dtype.itemsize == 1 else "OW"
+    ds["PixelData"].is_undefined_length = False
+    ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    # pydicom 2 encodes by these flags, which keep the source file's encoding, not by the TransferSyntaxUID
+    ds.is_little_endian, ds.is_implicit_VR = True, False
+
+
+def _save_dicom(ds, path: Path) -> None:
+    """Save as a DICOM file with preamble and complete file meta information."""
+    if hasattr(ds, "set_pixel_data"):  # pydicom >= 3
+        ds.save_as(path, enforce_file_format=True)
+    else:
+        ds.save_as(path, write_like_original=False)  # pydicom 2's spelling
 
 
 def _mark_frame_types_derived(ds) -> None:

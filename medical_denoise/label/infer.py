@@ -16,20 +16,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pydicom
 from fastapi import HTTPException
 from monai.inferers import Inferer, SimpleInferer
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.basic_infer import BasicInferTask
 
-from medical_denoise.io import predict_array, read_image, write_like
+from medical_denoise.io import LoadedImage, default_intensity_mapping, predict_array, read_image, write_like
 from medical_denoise.label.bundle import BundleModel
 from medical_denoise.networks import GeneratorPredictor
 
 __all__ = ["DenoiseInferTask", "InverseIntensityd", "ReadImaged"]
 
 # what each input format is written back as (JPEG is lossy: lossless PNG instead, as the bundle's inference does)
-_SUFFIX = {"png": ".png", "jpeg": ".png", "tiff": ".tif"}
+_SUFFIX = {"png": ".png", "jpeg": ".png", "tiff": ".tif", "dicom": ".dcm"}
 _LOADED, _MAPPING = "loaded_image", "intensity_mapping"
 
 
@@ -44,14 +45,17 @@ class ReadImaged:
         path = data["image"]
         if not isinstance(path, str):
             raise HTTPException(status_code=400, detail="the denoiser takes an image file, not an in-memory array")
+        if os.path.isdir(path):  # a DICOMweb series kept as DICOM (MONAI_LABEL_DICOMWEB_CONVERT_TO_NIFTI=false)
+            raise HTTPException(
+                status_code=400,
+                detail=f"{path}: a DICOM series folder cannot be returned as one file; send single DICOM files, "
+                "or let MONAI Label convert DICOMweb series to NIfTI (its default)",
+            )
         try:
             image = read_image(path)
+            _ybr_to_rgb(image)
         except (ValueError, FileNotFoundError) as e:
             raise HTTPException(status_code=400, detail=f"cannot read the input image: {e}") from e
-        if image.format == "dicom":  # the project's DICOM writer needs pydicom 3; MONAI Label pins pydicom 2
-            raise HTTPException(
-                status_code=400, detail=f"{path}: DICOM is not supported by this server; send a NIfTI (or PNG) image."
-            )
         data[_LOADED], data[_MAPPING] = image, image.intensity
         data["image"] = image.intensity.forward(image.array)
         return data
@@ -69,12 +73,13 @@ class InverseIntensityd:
 
 
 class DenoiseInferTask(BasicInferTask):
-    """Denoises PNG/JPEG/TIFF images and NIfTI images or volumes with a ``gan_denoise`` generator.
+    """Denoises PNG/JPEG/TIFF images, NIfTI images or volumes and DICOM files with a ``gan_denoise`` generator.
 
-    The 2D generator runs on whole images, and on volumes slice by slice along the last axis, with the channel
-    rule of :func:`~medical_denoise.io.predict_array` (grayscale input with an RGB model: replicated, then averaged).
-    The result is written like the input (PNG for PNG/JPEG, NIfTI with the input's affine and header) and
-    returned as the response's image; its type is ``InferType.OTHERS`` since it is not a label map.
+    The 2D generator runs on whole images, and on volumes (and multi-frame DICOM) slice by slice along the last
+    axis, with the channel rule of :func:`~medical_denoise.io.predict_array` (grayscale input with an RGB model:
+    replicated, then averaged). The result is written like the input (PNG for PNG/JPEG, NIfTI with the input's
+    affine and header, a derived DICOM with new SOP/Series UIDs) and returned as the response's image; its type
+    is ``InferType.OTHERS`` since it is not a label map. DICOM series folders are refused (one file answers).
 
     Args:
         model: the bundle's network, weights path, channels and inferer (:func:`.bundle.load_bundle_model`).
@@ -149,6 +154,30 @@ class DenoiseInferTask(BasicInferTask):
             raise
         result = {"format": image.format, "shape": list(np.shape(image.array)), "weights": str(self.model.weights)}
         return name, result
+
+
+def _ybr_to_rgb(image: LoadedImage) -> None:
+    """Colour DICOM in YBR: pydicom 3 decodes it to RGB, but pydicom 2 (MONAI Label's) returns YBR values.
+
+    Converts ``image.array`` to RGB in place under pydicom 2, so the model sees (and the writer, which writes
+    RGB, stores) the same pixels as with pydicom 3.
+    """
+    if image.format != "dicom" or image.channels != 3 or hasattr(pydicom.Dataset, "set_pixel_data"):
+        return
+    if not str(image.datasets[0].get("PhotometricInterpretation", "")).startswith("YBR"):
+        return
+    if image.bit_depth != 8:
+        raise ValueError(f"{image.source}: {image.bit_depth}-bit YBR colour DICOM is not supported with pydicom 2.")
+    from pydicom.pixel_data_handlers.util import convert_color_space
+
+    ybr = np.clip(np.rint(np.moveaxis(image.array, 0, -1)), 0, 255).astype(np.uint8)  # (H, W[, F], 3)
+    if ybr.ndim == 4:
+        ybr = ybr.transpose(2, 0, 1, 3)  # frames first, as pydicom expects
+    rgb = convert_color_space(ybr, "YBR_FULL", "RGB").astype(np.float32)  # decoded 4:2:2 is full YBR too
+    if rgb.ndim == 4:
+        rgb = rgb.transpose(1, 2, 0, 3)
+    image.array = np.ascontiguousarray(np.moveaxis(rgb, -1, 0))
+    image.intensity = default_intensity_mapping(image.array, image.modality, bit_depth=8, photo=True)
 
 
 def _nifti_suffix(source: Path) -> str:
