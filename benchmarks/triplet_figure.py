@@ -1,5 +1,7 @@
 """Draw noisy | denoised | clean for the shipped model on a scikit-image photo (a figure for the README).
 
+Also prints the PSNR of the noisy input, the GAN and non-local means on the same seeded noisy image.
+
     python benchmarks/triplet_figure.py --image retina --out docs/images/triplet_retina_sigma25.png
 """
 
@@ -12,13 +14,14 @@ import numpy as np
 from skimage import data
 
 from medical_denoise.engine.handlers import save_png_atomic
-from medical_denoise.evaluation import SeededNoise, psnr
+from medical_denoise.evaluation import NLMeansDenoiser, SeededNoise, psnr
 from medical_denoise.networks import bundle_predictor
 
 # 256x256 crops of scikit-image's bundled photos (no download): a fundus photo and an IHC tissue slide
 CROPS = {
     "retina": lambda: data.retina()[500:756, 500:756],
     "ihc": lambda: data.immunohistochemistry()[:256, :256],
+    "astronaut": lambda: data.astronaut()[:256, 200:456],
 }
 
 
@@ -35,7 +38,9 @@ def main() -> None:
     denoised = np.clip(bundle_predictor(args.bundle_dir, args.checkpoint).numpy(noisy), 0, 1)
     row = np.concatenate([np.clip(x, 0, 1) for x in (noisy, denoised, clean)], axis=2)
     save_png_atomic((np.moveaxis(row, 0, -1) * 255 + 0.5).astype(np.uint8), args.out)
-    print(f"{args.out}: sigma {args.sigma:g}, PSNR noisy {psnr(clean, noisy):.2f} dB -> denoised {psnr(clean, denoised):.2f} dB")
+    nlm = NLMeansDenoiser()(noisy)
+    print(f"{args.out}: {args.image}, sigma {args.sigma:g}, PSNR noisy {psnr(clean, noisy):.2f} dB, "
+          f"GAN {psnr(clean, denoised):.2f} dB, NLM {psnr(clean, nlm):.2f} dB")
 
 
 if __name__ == "__main__":
