@@ -153,8 +153,8 @@ def test_mixed_clinical_folder_lists_files_series_and_patients(tmp_path):
     for name in ("CT_small", "MR_small"):
         (tmp_path / "mixed" / f"{name}.dcm").write_bytes(Path(get_testdata_file(f"{name}.dcm")).read_bytes())
     phantom_volume(tmp_path / "vol.nii.gz")
-    nib.save(nib.Nifti1Image(np.zeros((8, 8, 3), np.float32), np.eye(4)), tmp_path / "plain.nii")
-    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "photo.png")
+    nib.save(nib.Nifti1Image(np.arange(192, dtype=np.float32).reshape(8, 8, 3), np.eye(4)), tmp_path / "plain.nii")
+    Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8)).save(tmp_path / "photo.png")
     (tmp_path / "notes.txt").write_text("not an image")
 
     layout, records = find_images(tmp_path)

@@ -165,12 +165,13 @@ def test_unreadable_images_are_all_listed_before_training(tmp_path):
     good = (data / "HAM10000_images_part_2" / "ISIC_0000.jpg").read_bytes()
     (data / "HAM10000_images_part_2" / "ISIC_0001.jpg").write_bytes(good[: len(good) // 2])  # truncated
     (data / "HAM10000_images_part_2" / "ISIC_0020.jpg").write_text("not a jpeg")
+    Image.fromarray(np.full((12, 16, 3), 128, np.uint8)).save(data / "HAM10000_images_part_1" / "ISIC_0030.jpg")
     out = tmp_path / "run" / "datalist.json"
     with pytest.raises(ValueError) as err:
         prepare_datalist(data, out)
-    for name in ("ISIC_0010.jpg", "ISIC_0001.jpg", "ISIC_0020.jpg"):
+    for name in ("ISIC_0010.jpg", "ISIC_0001.jpg", "ISIC_0020.jpg", "ISIC_0030.jpg"):
         assert name in str(err.value)
-    assert "3 unreadable" in str(err.value) and not out.exists()
+    assert "4 unreadable or blank" in str(err.value) and "constant image" in str(err.value) and not out.exists()
     prepare_datalist(data, out, skip_bad=True)
     listed = [r["id"] for k in ("training", "validation", "test") for r in json.loads(out.read_text())[k]]
-    assert len(listed) == 24 - 3 and "ISIC_0001" not in listed
+    assert len(listed) == 24 - 4 and "ISIC_0001" not in listed

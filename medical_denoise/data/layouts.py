@@ -19,6 +19,8 @@ import logging
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+import numpy as np
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 logger = logging.getLogger(__name__)
 
@@ -96,7 +98,7 @@ def _challenge_dx(row: dict[str, str]) -> str:
 
 
 def check_readable(root: str | Path, records: list[ImageRecord], skip_bad: bool = False) -> list[ImageRecord]:
-    """Decode every image once, before training starts, and report all unreadable ones together.
+    """Decode every image once, before training starts, and report all unreadable or blank ones together.
 
     Args:
         root: dataset folder the record paths are relative to.
@@ -115,16 +117,19 @@ def check_readable(root: str | Path, records: list[ImageRecord], skip_bad: bool 
             if path.stat().st_size == 0:
                 raise ValueError("empty file")
             if clinical_format(path):
-                read_image(path)  # DICOM (file or series folder) / NIfTI: the reader training uses
+                pixels = read_image(path).array  # DICOM (file or series folder) / NIfTI: the reader training uses
             else:
                 with Image.open(path) as im:
-                    im.load()  # full decode: verify() alone misses truncated JPEG data
+                    pixels = np.asarray(im)  # full decode: verify() alone misses truncated JPEG data
+            if pixels.size and pixels.min() == pixels.max():
+                # a blank capture teaches nothing and usually means a broken export
+                raise ValueError(f"constant image (every pixel is {pixels.flat[0]})")
             good.append(r)
         except Exception as e:  # PIL and pydicom raise many types for corrupt data
             # read_image's messages already start with the file (inside a series: the slice that failed)
             bad.append(str(e) if str(e).startswith(str(path)) else f"{path}: {e}")
     if bad:
-        message = f"{len(bad)} unreadable image(s) in {root}:\n  " + "\n  ".join(bad)
+        message = f"{len(bad)} unreadable or blank image(s) in {root}:\n  " + "\n  ".join(bad)
         if not skip_bad:
             raise ValueError(message + "\n(fix or remove them, or pass skip_bad=True to train without them)")
         logger.warning(message)
