@@ -141,3 +141,27 @@ def test_l1_ssim_loss():
     assert float(L1SSIMLoss(ssim_weight=0.5)(y, x)) > 0.5 * l1  # the SSIM term adds structure error
     with pytest.raises(ValueError):
         L1SSIMLoss(ssim_weight=2.0)
+
+
+def test_compiled_generator_shares_weights_with_the_saved_one(monkeypatch):
+    compiled = []
+
+    def fake_compile(module):  # torch.compile itself needs minutes of C++ compilation on this CPU
+        compiled.append(module)
+        return lambda x: module(x)
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    torch.manual_seed(0)
+    g = DenoiseUNet(channels=(8, 16), strides=(2,), num_res_units=1)
+    d = ConditionalPatchDiscriminator(image_channels=3, channels=8, num_layers_d=2)
+    before = copy.deepcopy(g.state_dict())
+    trainer = ConditionalGanTrainer(
+        device="cpu", max_epochs=1, train_data_loader=_batches(1), g_network=g,
+        g_optimizer=torch.optim.Adam(g.parameters(), 1e-3), d_network=d,
+        d_optimizer=torch.optim.Adam(d.parameters(), 1e-3), pixel_loss_function=torch.nn.L1Loss(),
+        adversarial_loss_function=PatchAdversarialLoss(criterion="least_squares"), compile_generator=True,
+        decollate=False,
+    )  # fmt: skip
+    trainer.run()
+    assert compiled == [g]
+    assert any(not torch.equal(v, g.state_dict()[k]) for k, v in before.items())  # the trained weights are g's

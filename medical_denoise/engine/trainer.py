@@ -59,6 +59,8 @@ class ConditionalGanTrainer(Trainer):
         amp: automatic mixed precision; dtype from ``amp_kwargs`` (``{"dtype": torch.bfloat16}``).
             A gradient scaler is used only for float16.
         grad_clip_norm: max gradient norm for both networks (None: no clipping).
+        compile_generator: run the generator's training forward through ``torch.compile``; the compiled module
+            shares the parameters, so checkpoints and validation keep using ``g_network`` unchanged.
         event_names: additional custom events.
         event_to_attr: maps events to state attributes.
         decollate: decollate batch-first outputs.
@@ -94,6 +96,7 @@ class ConditionalGanTrainer(Trainer):
         train_handlers: Sequence | None = None,
         amp: bool = False,
         grad_clip_norm: float | None = None,
+        compile_generator: bool = False,
         event_names: list | None = None,
         event_to_attr: dict | None = None,
         decollate: bool = True,
@@ -127,6 +130,7 @@ class ConditionalGanTrainer(Trainer):
         )
         self.register_events(*AdversarialIterationEvents)
         self.g_network = g_network
+        self.g_forward = torch.compile(g_network) if compile_generator else g_network
         self.g_optimizer = g_optimizer
         self.d_network = d_network
         self.d_optimizer = d_optimizer
@@ -173,7 +177,7 @@ class ConditionalGanTrainer(Trainer):
         d.train()
 
         with engine._autocast():
-            fakes = engine.g_inferer(inputs, g, *args, **kwargs)
+            fakes = engine.g_inferer(inputs, engine.g_forward, *args, **kwargs)
         out[Keys.PRED] = out[AdversarialKeys.FAKES] = fakes
         engine.fire_event(AdversarialIterationEvents.GENERATOR_FORWARD_COMPLETED)
 
