@@ -15,11 +15,11 @@ import torch
 from PIL import Image
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "gan_denoise"
-TINY = [
+TINY_NETWORKS = [
     "--network_def#channels", "[8,16,32]", "--network_def#strides", "[2,2]", "--network_def#num_res_units", "1",
     "--discriminator_def#channels", "8", "--discriminator_def#num_layers_d", "2",
-    "--patch_size", "[32,32]", "--samples_per_image", "2", "--num_workers", "0",
 ]  # fmt: skip
+TINY = [*TINY_NETWORKS, "--patch_size", "[32,32]", "--samples_per_image", "2", "--num_workers", "0"]
 TRAIN = ["--config_file", "configs/train.yaml"]
 EVAL = ["--config_file", "['configs/train.yaml','configs/evaluate.yaml']"]
 INFER = ["--config_file", "['configs/train.yaml','configs/inference.yaml']"]

@@ -5,8 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -40,8 +38,8 @@ from medical_denoise.networks import (
     upsample,
 )
 from medical_denoise.noise import gaussian_blur
+from tests.test_bundle import BUNDLE, TINY_NETWORKS, bundle
 
-BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "gan_denoise"
 TINY_NET = {"channels": [8, 16, 32], "strides": [2, 2], "num_res_units": 1}
 
 
@@ -259,19 +257,9 @@ def test_super_resolved_png_is_simply_larger(tmp_path):
 
 # ------------------------------------------------------------------------------------------ bundle, e2e
 
-TINY = [
-    "--network_def#channels", "[8,16,32]", "--network_def#strides", "[2,2]", "--network_def#num_res_units", "1",
-    "--discriminator_def#channels", "8", "--discriminator_def#num_layers_d", "2",
-    "--lr_patch_size", "[16,16]", "--samples_per_image", "2", "--num_workers", "0",
-]  # fmt: skip
+# the SR overlay derives the high-resolution patch from lr_patch_size, so patch_size is not overridden here
+TINY = [*TINY_NETWORKS, "--lr_patch_size", "[16,16]", "--samples_per_image", "2", "--num_workers", "0"]
 SR = ["--config_file", "['configs/train.yaml','configs/sr.yaml']"]
-
-
-def bundle(*args: str, env: dict) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "monai.bundle", *args, "--bundle_root", str(BUNDLE)]
-    proc = subprocess.run(cmd, cwd=BUNDLE, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, f"{' '.join(cmd)}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return proc
 
 
 @pytest.mark.slow
