@@ -128,6 +128,12 @@ def test_prepare_datalist_writes_and_reuses(tmp_path):
     mtime = out.stat().st_mtime_ns
     prepare_datalist(data, out, seed=0)
     assert out.stat().st_mtime_ns == mtime  # same settings: the saved split is kept
+    # a datalist shipped elsewhere names its folder relative to itself: still reused, not rewritten
+    shipped = tmp_path / "docs" / "datalist.json"
+    shipped.parent.mkdir()
+    shipped.write_text(json.dumps({**content, "dataset_dir": "../data"}))
+    before = shipped.read_text()
+    assert prepare_datalist(data, shipped, seed=0) == str(shipped) and shipped.read_text() == before
     prepare_datalist(data, out, seed=1)
     assert json.loads(out.read_text())["seed"] == 1
 

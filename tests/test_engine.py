@@ -15,6 +15,7 @@ from medical_denoise.engine import (
     ConditionalGanTrainer,
     StopOnNonFiniteLoss,
     TripletImageHandler,
+    init_handlers,
     latest_checkpoint,
     loss_summary,
 )
@@ -115,6 +116,23 @@ def test_checkpoints_are_atomic_and_resumable(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         trainer2.run()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_epoch=2.pt"]
+
+
+@pytest.mark.parametrize("wrapped", [False, True])
+def test_init_weights_start_training_from_given_generator_weights(tmp_path, wrapped):
+    torch.manual_seed(1)
+    donor = DenoiseUNet(channels=(8, 16), strides=(2,), num_res_units=1)
+    state = {"generator": donor.state_dict()} if wrapped else donor.state_dict()  # training checkpoint / models/model.pt
+    torch.save(state, tmp_path / "weights.pt")
+    trainer = _trainer(_batches(1), adv_weight=0.0, lr=0.0)  # lr 0: after the run the weights are the loaded ones
+    assert not all(torch.equal(v, trainer.g_network.state_dict()[k]) for k, v in donor.state_dict().items())
+    for handler in init_handlers(tmp_path / "weights.pt", trainer.g_network):
+        handler.attach(trainer)
+    trainer.run()
+    assert all(torch.equal(v, trainer.g_network.state_dict()[k]) for k, v in donor.state_dict().items())
+    assert init_handlers(None, trainer.g_network) == []
+    with pytest.raises(FileNotFoundError, match="init_weights not found: .*missing.pt"):
+        init_handlers(tmp_path / "missing.pt", trainer.g_network)
 
 
 def test_triplet_handler_writes_png_and_tensorboard(tmp_path):

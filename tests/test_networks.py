@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from medical_denoise.networks import ConditionalPatchDiscriminator, DenoiseUNet, load_generator
+from medical_denoise.networks import ConditionalPatchDiscriminator, DenoiseUNet, GeneratorPredictor, load_generator
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 64, 64), (1, 3, 45, 61), (1, 3, 7, 9)])
@@ -79,3 +79,21 @@ def test_load_generator_refuses_pickled_code(tmp_path):
     torch.save({"generator": Evil()}, tmp_path / "evil.pt")
     with pytest.raises(ValueError, match="evil.pt"):
         load_generator(DenoiseUNet(channels=(8, 16), strides=(2,)), tmp_path / "evil.pt")
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 12, 20), (2, 1, 9, 7, 5)])
+def test_self_ensemble_undoes_every_flip_and_rotation(shape):
+    x = torch.rand(shape)
+    identity = GeneratorPredictor(torch.nn.Conv2d(1, 1, 1), device="cpu", self_ensemble=True)
+    identity.network = torch.nn.Identity()  # a wrongly undone transform would scramble pixels
+    assert torch.allclose(identity(x), x)
+
+
+def test_self_ensemble_output_follows_flips_of_the_input():
+    torch.manual_seed(0)
+    net = DenoiseUNet(channels=(8, 16), strides=(2,), num_res_units=1)  # not equivariant by itself
+    single, ensemble = GeneratorPredictor(net), GeneratorPredictor(net, self_ensemble=True)
+    x = torch.rand(1, 3, 16, 24)
+    assert not torch.allclose(single(x.flip(3)), single(x).flip(3), atol=1e-4)
+    assert torch.allclose(ensemble(x.flip(3)), ensemble(x).flip(3), atol=1e-5)
+    assert torch.allclose(ensemble(x.flip(2)), ensemble(x).flip(2), atol=1e-5)

@@ -8,11 +8,13 @@ import torch
 from monai.inferers import SlidingWindowInferer
 from skimage import data
 
+from medical_denoise.evaluation.restoration import DegradationChain, bicubic_upsample
 from medical_denoise.networks import bundle_predictor
 from medical_denoise.noise import GaussianNoise
 from tests.test_bundle import BUNDLE
 
 WEIGHTS = BUNDLE / "models" / "model.pt"
+SR_WEIGHTS = BUNDLE / "models" / "sr_x2.pt"
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -27,9 +29,10 @@ def case():
     return clean, noisy.astype(np.float32)
 
 
-def test_weights_are_small_and_plain_tensors():
-    assert WEIGHTS.is_file() and WEIGHTS.stat().st_size < 25 * 2**20
-    state = torch.load(WEIGHTS, map_location="cpu", weights_only=True)
+@pytest.mark.parametrize("weights", [WEIGHTS, SR_WEIGHTS], ids=["denoise", "sr_x2"])
+def test_weights_are_small_and_plain_tensors(weights):
+    assert weights.is_file() and weights.stat().st_size < 25 * 2**20
+    state = torch.load(weights, map_location="cpu", weights_only=True)
     assert all(isinstance(v, torch.Tensor) for v in state.values())
 
 
@@ -40,9 +43,25 @@ def test_shipped_model_raises_psnr(case):
     assert _psnr(denoised, clean) > _psnr(noisy, clean) + 10.0  # measured: 20.5 -> 36.9 dB
 
 
+def test_self_ensemble_is_at_least_as_good_as_a_single_pass(case):
+    clean, noisy = case
+    single = _psnr(bundle_predictor(BUNDLE).numpy(noisy), clean)
+    assert _psnr(bundle_predictor(BUNDLE, self_ensemble=True).numpy(noisy), clean) > single + 0.05
+
+
 def test_whole_image_inference_is_as_good_as_tiled(case):
     clean, noisy = case
     whole = bundle_predictor(BUNDLE)
     tiled = bundle_predictor(BUNDLE)
     tiled.inferer = SlidingWindowInferer(roi_size=(64, 64), sw_batch_size=8, overlap=0.25, mode="gaussian")
     assert _psnr(whole.numpy(noisy), clean) >= _psnr(tiled.numpy(noisy), clean) - 0.05
+
+
+def test_shipped_sr_model_beats_bicubic(case):
+    clean, _ = case
+    # sr.yaml's validation degradation: PSF sigma 0.5, area x2, noise level 2; a photo the model never saw
+    low = DegradationChain("sr", blur_sigma=0.5, scale=2).degrade(clean, 2.0, "retina")
+    assert low.shape == (3, 128, 128)
+    sr = bundle_predictor(BUNDLE, config_file=["configs/train.yaml", "configs/sr.yaml"]).numpy(low)
+    assert sr.shape == clean.shape
+    assert _psnr(sr, clean) > _psnr(bicubic_upsample(low, 2), clean) + 0.1

@@ -27,7 +27,7 @@ from medical_denoise.evaluation.restoration import (
     WienerDeconvolver,
     gaussian_psf,
 )
-from medical_denoise.io import read_image, write_like
+from medical_denoise.io import denoise_path, predict_array, read_image, write_like
 from medical_denoise.io.geometry import zoom_affine, zoom_dicom_dataset, zoomed_like
 from medical_denoise.networks import (
     ConditionalPatchDiscriminator,
@@ -255,6 +255,53 @@ def test_super_resolved_png_is_simply_larger(tmp_path):
         assert out.size == (10, 14) and out.mode == "RGBA"
 
 
+def sr_predictor(scale: int, channels: int = 1):
+    """The untrained SR generator: exactly bicubic, which is all the file-level plumbing needs."""
+    return SuperResolutionUNet(scale=scale, spatial_dims=2, in_channels=channels, **TINY_NET).eval()
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+def test_sr_inference_writes_larger_dicom_with_the_same_extent(tmp_path, scale):
+    src = Path(get_testdata_file("CT_small.dcm"))
+    with torch.no_grad():
+        written = denoise_path(src, tmp_path / "out", sr_predictor(scale), model_channels=1, description="sr",
+                               progress=False, scale=scale)  # fmt: skip
+    before, after = pydicom.dcmread(src), pydicom.dcmread(written[0])
+    assert after.pixel_array.shape == (before.Rows * scale, before.Columns * scale)
+    for edge_before, edge_after in zip(dicom_edges(before), dicom_edges(after)):
+        assert np.abs(edge_before - edge_after).max() < float(after.PixelSpacing[0]) / 2
+    # bicubic of the HU image: the mean intensity is kept (a geometry bug would not break this, a scaling bug would)
+    assert abs(float(after.pixel_array.mean()) - float(before.pixel_array.mean())) < 0.02 * float(before.pixel_array.std())
+
+
+def test_sr_inference_writes_larger_nifti_and_png(tmp_path):
+    affine = np.array([[0.8, 0, 0, -10.0], [0, 0.8, 0, 5.0], [0, 0, 2.5, 0.0], [0, 0, 0, 1]])
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    rng = np.random.default_rng(0)
+    nib.Nifti1Image(rng.random((12, 10, 3)).astype(np.float32) * 100, affine).to_filename(inputs / "vol.nii.gz")
+    Image.fromarray((rng.random((9, 11)) * 255).astype(np.uint8)).save(inputs / "photo.png")
+    with torch.no_grad():
+        written = denoise_path(inputs, tmp_path / "out", sr_predictor(2), model_channels=1, description="sr",
+                               progress=False, scale=2)  # fmt: skip
+    assert sorted(p.name for p in written) == ["photo.png", "vol.nii.gz"]
+    vol = nib.load(tmp_path / "out" / "vol.nii.gz")
+    assert vol.shape == (24, 20, 3)
+    assert np.allclose(affine @ [-0.5, -0.5, 0, 1], vol.affine @ [-0.5, -0.5, 0, 1], atol=1e-4)
+    assert np.allclose(affine @ [11.5, 9.5, 2, 1], vol.affine @ [23.5, 19.5, 2, 1], atol=1e-4)
+    with Image.open(tmp_path / "out" / "photo.png") as png:
+        assert png.size == (22, 18)
+
+
+def test_sr_inference_rejects_a_predictor_of_the_wrong_scale(tmp_path):
+    array = np.random.default_rng(0).random((1, 16, 16)).astype(np.float32)
+    assert predict_array(array, sr_predictor(2), model_channels=1, scale=2).shape == (1, 32, 32)
+    with pytest.raises(ValueError, match=r"expected \(1, 1, 64, 64\)"):
+        predict_array(array, sr_predictor(2), model_channels=1, scale=4)
+    with pytest.raises(ValueError, match="scale must be a positive integer"):
+        predict_array(array, sr_predictor(2), model_channels=1, scale=1.5)
+
+
 # ------------------------------------------------------------------------------------------ bundle, e2e
 
 # the SR overlay derives the high-resolution patch from lr_patch_size, so patch_size is not overridden here
@@ -283,3 +330,12 @@ def test_sr_bundle_trains_and_evaluates_against_bicubic(tmp_path):
     assert {r["image_id"] for r in rows} == {r["id"] for r in datalist["test"]}
     assert {r["method"] for r in rows} == {"noisy", "gan", "bicubic"}
     assert "bicubic" in (eval_dir / "summary.md").read_text()
+
+    # inference with the trained checkpoint: a PNG comes out twice as large
+    src = tmp_path / "in.png"
+    Image.fromarray(skdata.astronaut()[:40, :30]).save(src)
+    bundle("run", "inference", "--config_file", "['configs/train.yaml','configs/sr.yaml','configs/inference.yaml']",
+           *TINY_NETWORKS, "--input", str(src), "--output_dir", str(tmp_path / "sr"),
+           "--checkpoint", str(out / "checkpoints" / "model.pt"), env=env)  # fmt: skip
+    with Image.open(tmp_path / "sr" / "in.png") as result:
+        assert result.size == (60, 80)

@@ -79,7 +79,8 @@ def prepare_datalist(
     """Create (or reuse) the datalist JSON for ``dataset_dir`` and return its path.
 
     An existing datalist made from the same folder with the same fractions and seed is reused, so evaluation
-    and resumed runs see exactly the split training saw. Paths inside are relative to ``dataset_dir``; load a
+    and resumed runs see exactly the split training saw; its ``dataset_dir`` may be relative to the current
+    folder or to the datalist's own folder (so a datalist shipped with a repository stays valid). Paths inside are relative to ``dataset_dir``; load a
     split with ``monai.data.load_decathlon_datalist(path, data_list_key=..., base_dir=dataset_dir)``.
 
     Args:
@@ -96,10 +97,12 @@ def prepare_datalist(
     params = {"dataset_dir": str(dataset_dir), "val_fraction": val_fraction, "test_fraction": test_fraction, "seed": seed}
     if datalist_path.is_file():
         existing = json.loads(datalist_path.read_text())
-        if all(existing.get(k) == v for k, v in params.items()):
+        stored = Path(str(existing.get("dataset_dir", "")))
+        same_dir = dataset_dir in (stored.resolve(), (datalist_path.parent / stored).resolve())
+        if same_dir and all(existing.get(k) == v for k, v in params.items() if k != "dataset_dir"):
             logger.info("reusing datalist %s", datalist_path)
             return str(datalist_path)
-        logger.info("datalist %s was made for other data or settings; rebuilding it", datalist_path)
+        logger.warning("datalist %s was made for other data or settings; rebuilding it", datalist_path)
     layout, records = find_images(dataset_dir, skip_missing=skip_bad)
     records = check_readable(dataset_dir, records, skip_bad=skip_bad)
     splits = split_grouped(records, val_fraction, test_fraction, seed)

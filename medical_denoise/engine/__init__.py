@@ -3,7 +3,7 @@ from __future__ import annotations
 from .checkpoint import AtomicCheckpointSaver
 from .losses import L1SSIMLoss
 from .handlers import TripletImageHandler, loss_summary, triplet_grid
-from .resume import EpochSeeder, StopOnNonFiniteLoss, latest_checkpoint, resume_handlers
+from .resume import EpochSeeder, StopOnNonFiniteLoss, init_handlers, latest_checkpoint, resume_handlers
 from .trainer import ConditionalGanTrainer
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "TripletImageHandler",
     "latest_checkpoint",
     "loss_summary",
+    "init_handlers",
     "resume_handlers",
     "triplet_grid",
 ]

@@ -47,6 +47,25 @@ def resume_handlers(
     return [CheckpointLoader(load_path=str(path), load_dict=load_dict, map_location=map_location)]
 
 
+def init_handlers(init_weights: str | Path | None, network: torch.nn.Module, map_location=None) -> list[CheckpointLoader]:
+    """Handlers that start training from existing generator weights (fine-tuning), for a trainer's handler list.
+
+    Attach them before :func:`resume_handlers`: a resumed run then gets its own newer weights, not these.
+
+    Args:
+        init_weights: None/"" (random initialisation) or a generator state dict, e.g. a bundle's ``models/model.pt``,
+            or a checkpoint holding one under ``generator``.
+        network: the generator to load into.
+        map_location: ``torch.load`` map location.
+    """
+    if init_weights in (None, "", False, "None", "null"):
+        return []
+    path = Path(init_weights)
+    if not path.is_file():
+        raise FileNotFoundError(f"init_weights not found: {path}")
+    return [CheckpointLoader(load_path=str(path), load_dict={"generator": network}, map_location=map_location)]
+
+
 class StopOnNonFiniteLoss:
     """Stops training with a clear error as soon as a loss is NaN or infinite.
 

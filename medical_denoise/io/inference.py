@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from medical_denoise.io.geometry import zoomed_like
 from medical_denoise.io.image import LoadedImage
 from medical_denoise.io.intensity import IntensityMapping
 from medical_denoise.io.readers import _IGNORED_NAMES, guess_format, is_dicom_file, read_image
@@ -108,23 +109,28 @@ def predict_array(
     source: Path | str = "<array>",
     device: torch.device | str | None = None,
     progress: bool = False,
+    scale: int = 1,
 ) -> np.ndarray:
     """Run a 2D predictor over ``array`` (C, H, W) or (C, H, W, D) in the network range, slice by slice.
 
     Args:
         array: float array already mapped to [0, 1]; volumes are cut along their last axis.
-        predictor: maps an (N, model_channels, H, W) float tensor to the same shape.
+        predictor: maps an (N, model_channels, H, W) float tensor to (N, model_channels, scale * H, scale * W).
         model_channels: the predictor's channel count; see the module docstring for the channel rule.
         batch_size: samples per predictor call.
         source: file named in error messages.
         device: where input tensors go before the predictor (outputs come back to the CPU).
         progress: show a tqdm bar over batches.
+        scale: in-plane size ratio of output to input (1: denoising/deblurring, 2 or 4: super-resolution).
 
     Returns:
-        float32 array shaped like ``array``.
+        float32 array shaped like ``array``, its two in-plane axes ``scale`` times larger.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    if int(scale) != scale or scale < 1:
+        raise ValueError(f"scale must be a positive integer, got {scale!r}.")
+    scale = int(scale)
     channels = int(array.shape[0])
     _check_channels(channels, model_channels, Path(source))
     volume = array.ndim == 4
@@ -132,7 +138,8 @@ def predict_array(
     split = channels == 3 and model_channels == 1
     units = stack.reshape(-1, 1, *stack.shape[2:]) if split else stack  # RGB -> one sample per channel
     replicate = channels == 1 and model_channels == 3
-    result = np.empty(units.shape, dtype=np.float32)
+    n, c, h, w = units.shape
+    result = np.empty((n, c, h * scale, w * scale), dtype=np.float32)
     starts = range(0, units.shape[0], batch_size)
     for start in tqdm(starts, desc=Path(source).name, disable=not progress, leave=False, unit="batch"):
         batch = np.ascontiguousarray(units[start : start + batch_size], dtype=np.float32)
@@ -142,15 +149,19 @@ def predict_array(
         y = predictor(x.to(device) if device is not None else x)
         if hasattr(y, "as_tensor"):  # MONAI MetaTensor
             y = y.as_tensor()
-        if not isinstance(y, torch.Tensor) or tuple(y.shape) != tuple(x.shape):
+        expected = (*x.shape[:2], x.shape[2] * scale, x.shape[3] * scale)
+        if not isinstance(y, torch.Tensor) or tuple(y.shape) != expected:
             got = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
-            raise ValueError(f"{source}: predictor returned {got} for an input of shape {tuple(x.shape)}.")
+            raise ValueError(
+                f"{source}: predictor returned {got} for an input of shape {tuple(x.shape)}; expected {expected} "
+                f"(scale {scale})."
+            )
         out = y.detach().float().cpu().numpy()
         if not np.isfinite(out).all():
             raise ValueError(f"{source}: predictor returned NaN or Inf values.")
         result[start : start + len(out)] = out.mean(axis=1, keepdims=True) if replicate else out
     if split:
-        result = result.reshape(stack.shape)
+        result = result.reshape(stack.shape[0], channels, h * scale, w * scale)
     return np.moveaxis(result, 0, -1) if volume else result[0]
 
 
@@ -166,6 +177,7 @@ def denoise_path(
     progress: bool = True,
     device: torch.device | str | None = None,
     intensity: Callable[[LoadedImage], IntensityMapping] | None = None,
+    scale: int = 1,
 ) -> list[Path]:
     """Denoise a file, a DICOM series folder, or a folder of files into ``output_dir``, same names and formats.
 
@@ -188,6 +200,8 @@ def denoise_path(
         device: torch device for the predictor's inputs; None leaves tensors on the CPU.
         intensity: picks the mapping for each image; default ``image.intensity`` (see
             :func:`~medical_denoise.io.intensity.default_intensity_mapping`). Use the one the model was trained with.
+        scale: super-resolution factor of the predictor (1 for same-size restoration). Outputs are ``scale`` times
+            larger in-plane with their geometry zoomed to keep the physical extent (see :func:`zoomed_like`).
 
     Returns:
         every written file.
@@ -215,7 +229,10 @@ def denoise_path(
                 source=image.source,
                 device=device,
                 progress=progress,
+                scale=scale,
             )
+            if scale != 1:  # the writer takes shape and geometry from the image it is given
+                image = zoomed_like(image, scale)
             pre_existing = {p for p in _planned_files(image, target) if p.exists()}
             out = write_like(image, mapping.inverse(net), target, description=description, overwrite=overwrite)
             written.extend(out)

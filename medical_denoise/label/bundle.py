@@ -32,6 +32,7 @@ class BundleModel:
         inferer: the bundle's inferer for large images (a ``SlidingWindowInferer``).
         roi_size: the inferer's window; images no larger than it run whole.
         batch_size: slices per forward pass for volumes.
+        self_ensemble: average over flips/rotations, as the bundle's ``inference`` does.
         name: bundle name from ``metadata.json``.
         version: bundle version from ``metadata.json``.
     """
@@ -42,6 +43,7 @@ class BundleModel:
     inferer: Inferer
     roi_size: tuple[int, ...]
     batch_size: int
+    self_ensemble: bool
     name: str
     version: str
 
@@ -100,6 +102,7 @@ def load_bundle_model(
         inferer=parser.get_parsed_content("inferer", instantiate=True),
         roi_size=tuple(int(s) for s in parser.get_parsed_content("roi_size")),
         batch_size=int(parser.get_parsed_content("batch_size")),
+        self_ensemble=bool(parser.get_parsed_content("self_ensemble")),
         name=str(metadata.get("name", bundle_dir.name)),
         version=str(metadata.get("version", "")),
     )

@@ -126,7 +126,9 @@ class DenoiseInferTask(BasicInferTask):
 
     def run_inferer(self, data: dict[str, Any], convert_to_batch: bool = True, device: str = "cuda"):
         network = self._get_network(device, data)
-        predictor = GeneratorPredictor(network, inferer=self.inferer(data), device=device)
+        predictor = GeneratorPredictor(
+            network, inferer=self.inferer(data), device=device, self_ensemble=self.model.self_ensemble
+        )
         image = data[_LOADED]
         try:
             data[self.output_label_key] = predict_array(
