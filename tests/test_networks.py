@@ -97,3 +97,9 @@ def test_self_ensemble_output_follows_flips_of_the_input():
     assert not torch.allclose(single(x.flip(3)), single(x).flip(3), atol=1e-4)
     assert torch.allclose(ensemble(x.flip(3)), ensemble(x).flip(3), atol=1e-5)
     assert torch.allclose(ensemble(x.flip(2)), ensemble(x).flip(2), atol=1e-5)
+
+
+def test_self_ensemble_refuses_a_string_flag():
+    # the bundle command line passes "--self_ensemble false" as the truthy string "false"
+    with pytest.raises(TypeError, match="self_ensemble must be True or False"):
+        GeneratorPredictor(DenoiseUNet(channels=(8, 16), strides=(2,)), self_ensemble="false")

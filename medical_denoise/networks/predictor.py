@@ -38,6 +38,8 @@ class GeneratorPredictor:
         self.network = network.eval()
         self.inferer = inferer
         self.device = torch.device(device) if device is not None else next(network.parameters()).device
+        if not isinstance(self_ensemble, bool):  # fire passes "--self_ensemble false" as the (truthy) string "false"
+            raise TypeError(f"self_ensemble must be True or False, got {self_ensemble!r} (command line: False/True)")
         self.self_ensemble = self_ensemble
 
     @torch.no_grad()
