@@ -253,6 +253,10 @@ def test_super_resolved_png_is_simply_larger(tmp_path):
     write_like(zoomed, zoomed.array, tmp_path / "b.png", description="sr")
     with Image.open(tmp_path / "b.png") as out:
         assert out.size == (10, 14) and out.mode == "RGBA"
+    # the SR output itself can stand in for the repeated copy, if its shape is the zoomed one
+    assert zoomed_like(image, 2, array=zoomed.array * 0.5).array.shape == zoomed.array.shape
+    with pytest.raises(ValueError, match=r"zoomed array has shape \(3, 7, 5\), expected \(3, 14, 10\)"):
+        zoomed_like(image, 2, array=image.array)
 
 
 def sr_predictor(scale: int, channels: int = 1):

@@ -80,8 +80,8 @@ def prepare_datalist(
 
     An existing datalist made from the same folder with the same fractions and seed is reused, so evaluation
     and resumed runs see exactly the split training saw; its ``dataset_dir`` may be relative to the current
-    folder or to the datalist's own folder (so a datalist shipped with a repository stays valid). Paths inside are relative to ``dataset_dir``; load a
-    split with ``monai.data.load_decathlon_datalist(path, data_list_key=..., base_dir=dataset_dir)``.
+    folder or to the datalist's own folder (so a datalist shipped with a repository stays valid). Paths inside
+    are relative to ``dataset_dir``; load a split with ``monai.data.load_decathlon_datalist(path, data_list_key=..., base_dir=dataset_dir)``.
 
     Args:
         dataset_dir: dataset folder (any layout of :func:`find_images`).
@@ -94,12 +94,12 @@ def prepare_datalist(
     """
     dataset_dir = Path(dataset_dir).resolve()
     datalist_path = Path(datalist_path)
-    params = {"dataset_dir": str(dataset_dir), "val_fraction": val_fraction, "test_fraction": test_fraction, "seed": seed}
+    settings = {"val_fraction": val_fraction, "test_fraction": test_fraction, "seed": seed}
     if datalist_path.is_file():
         existing = json.loads(datalist_path.read_text())
         stored = Path(str(existing.get("dataset_dir", "")))
         same_dir = dataset_dir in (stored.resolve(), (datalist_path.parent / stored).resolve())
-        if same_dir and all(existing.get(k) == v for k, v in params.items() if k != "dataset_dir"):
+        if same_dir and all(existing.get(k) == v for k, v in settings.items()):
             logger.info("reusing datalist %s", datalist_path)
             return str(datalist_path)
         logger.warning("datalist %s was made for other data or settings; rebuilding it", datalist_path)
@@ -109,7 +109,7 @@ def prepare_datalist(
     for name in ("training", "validation"):
         if not splits[name]:
             raise ValueError(f"{dataset_dir}: {len(records)} image(s) leave the {name} split empty; add images")
-    data = {"layout": layout, **params, **{k: [r.to_dict() for r in v] for k, v in splits.items()}}
+    data = {"layout": layout, "dataset_dir": str(dataset_dir), **settings, **{k: [r.to_dict() for r in v] for k, v in splits.items()}}
     write_json_atomic(data, datalist_path)
     counts = ", ".join(f"{k}={len(v)}" for k, v in splits.items())
     logger.info("%s layout '%s': %s -> %s", dataset_dir, layout, counts, datalist_path)

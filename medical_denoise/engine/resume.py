@@ -17,6 +17,9 @@ from monai.handlers import CheckpointLoader
 from medical_denoise.engine.handlers import loss_summary
 
 
+_UNSET = (None, "", False, "None", "null")  # how configs and the command line spell "no checkpoint"
+
+
 def latest_checkpoint(ckpt_dir: str | Path) -> Path | None:
     """The interval checkpoint with the highest epoch in ``ckpt_dir`` (``*_epoch=N.pt``), or None."""
     found = []
@@ -37,7 +40,7 @@ def resume_handlers(
         load_dict: objects to restore (networks, optimizers, schedulers, the trainer itself).
         map_location: ``torch.load`` map location.
     """
-    if resume_from in (None, "", False, "None", "null"):
+    if resume_from in _UNSET:
         return []
     path = latest_checkpoint(ckpt_dir) if str(resume_from) == "latest" else Path(resume_from)
     if path is None:
@@ -58,7 +61,7 @@ def init_handlers(init_weights: str | Path | None, network: torch.nn.Module, map
         network: the generator to load into.
         map_location: ``torch.load`` map location.
     """
-    if init_weights in (None, "", False, "None", "null"):
+    if init_weights in _UNSET:
         return []
     path = Path(init_weights)
     if not path.is_file():

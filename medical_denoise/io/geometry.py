@@ -17,7 +17,14 @@ import numpy as np
 
 from medical_denoise.io.image import LoadedImage
 
-__all__ = ["zoom_affine", "zoom_dicom_dataset", "zoomed_like"]
+__all__ = ["check_scale", "zoom_affine", "zoom_dicom_dataset", "zoomed_like"]
+
+
+def check_scale(scale, source: object = "<array>") -> int:
+    """``scale`` as an int; ValueError naming ``source`` unless it is a positive integer."""
+    if int(scale) != scale or scale < 1:
+        raise ValueError(f"{source}: scale must be a positive integer, got {scale!r}")
+    return int(scale)
 
 
 def _scales(scale: float | Sequence[float], n: int) -> np.ndarray:
@@ -109,21 +116,24 @@ def _ds(value: float) -> str:
     raise ValueError(f"cannot encode {value} as a DICOM DS")
 
 
-def zoomed_like(image: LoadedImage, scale: int) -> LoadedImage:
+def zoomed_like(image: LoadedImage, scale: int, array: np.ndarray | None = None) -> LoadedImage:
     """A :class:`LoadedImage` describing ``image`` zoomed in-plane by ``scale``, to pass to ``write_like``.
 
-    Its ``array`` is the input repeated (nearest neighbour) to the new shape; the writer needs only the headers and
-    shape. NIfTI: affine zoomed on the first two voxel axes (header follows the affine). DICOM: every dataset zoomed
+    Its ``array`` is ``array`` if given, else the input repeated (nearest neighbour) to the new shape; the writer
+    needs only the headers and shape. NIfTI: affine zoomed on the first two voxel axes (header follows the affine). DICOM: every dataset zoomed
     by :func:`zoom_dicom_dataset`. PNG/JPEG/TIFF: just larger (an alpha channel is repeated likewise).
 
     Args:
         image: what :func:`~medical_denoise.io.read_image` returned.
         scale: integer in-plane zoom (the SR factor).
+        array: the zoomed pixels when already at hand (e.g. the SR output), which saves building the repeated copy.
     """
-    if int(scale) != scale or scale < 1:
-        raise ValueError(f"{image.source}: scale must be a positive integer, got {scale!r}")
-    scale = int(scale)
-    array = np.repeat(np.repeat(image.array, scale, axis=1), scale, axis=2)
+    scale = check_scale(scale, image.source)
+    shape = (image.array.shape[0], image.array.shape[1] * scale, image.array.shape[2] * scale, *image.array.shape[3:])
+    if array is None:
+        array = np.repeat(np.repeat(image.array, scale, axis=1), scale, axis=2)
+    elif array.shape != shape:
+        raise ValueError(f"{image.source}: zoomed array has shape {array.shape}, expected {shape} (scale {scale})")
     meta = dict(image.meta)
     affine, header, datasets = image.affine, image.header, image.datasets
     if image.format == "nifti":

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from medical_denoise.io.geometry import zoomed_like
+from medical_denoise.io.geometry import check_scale, zoomed_like
 from medical_denoise.io.image import LoadedImage
 from medical_denoise.io.intensity import IntensityMapping
 from medical_denoise.io.readers import _IGNORED_NAMES, guess_format, is_dicom_file, read_image
@@ -128,9 +128,7 @@ def predict_array(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
-    if int(scale) != scale or scale < 1:
-        raise ValueError(f"scale must be a positive integer, got {scale!r}.")
-    scale = int(scale)
+    scale = check_scale(scale, source)
     channels = int(array.shape[0])
     _check_channels(channels, model_channels, Path(source))
     volume = array.ndim == 4
@@ -140,7 +138,7 @@ def predict_array(
     replicate = channels == 1 and model_channels == 3
     n, c, h, w = units.shape
     result = np.empty((n, c, h * scale, w * scale), dtype=np.float32)
-    starts = range(0, units.shape[0], batch_size)
+    starts = range(0, n, batch_size)
     for start in tqdm(starts, desc=Path(source).name, disable=not progress, leave=False, unit="batch"):
         batch = np.ascontiguousarray(units[start : start + batch_size], dtype=np.float32)
         if replicate:
@@ -231,10 +229,11 @@ def denoise_path(
                 progress=progress,
                 scale=scale,
             )
+            restored = mapping.inverse(net)
             if scale != 1:  # the writer takes shape and geometry from the image it is given
-                image = zoomed_like(image, scale)
+                image = zoomed_like(image, scale, array=restored)
             pre_existing = {p for p in _planned_files(image, target) if p.exists()}
-            out = write_like(image, mapping.inverse(net), target, description=description, overwrite=overwrite)
+            out = write_like(image, restored, target, description=description, overwrite=overwrite)
             written.extend(out)
             created.extend(p for p in out if p not in pre_existing)
     except BaseException:

@@ -80,7 +80,7 @@ def load_bundle_model(
 
     Args:
         bundle_dir: the bundle folder (holding ``configs/``).
-        weights: generator checkpoint; default ``<bundle_dir>/models/model.pt``.
+        weights: generator checkpoint; default the inference config's ``checkpoint`` (the shipped ``models/model.pt``).
         overrides: config ids to replace, as on the bundle command line, e.g. ``{"network_def#channels": [8, 16]}``.
 
     Raises:
@@ -88,7 +88,7 @@ def load_bundle_model(
     """
     bundle_dir = Path(bundle_dir).resolve()
     parser = bundle_parser(bundle_dir, overrides)
-    weights = Path(weights) if weights else bundle_dir / "models" / "model.pt"
+    weights = Path(weights) if weights else Path(parser.get_parsed_content("checkpoint"))  # inference's default
     if not weights.is_file():
         raise FileNotFoundError(
             f"generator weights {weights} not found: train the bundle (its checkpoints/model.pt) or pass another "

@@ -59,7 +59,8 @@ class GeneratorPredictor:
                 total = y if total is None else total + y
         return total / 8
 
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:        # a sliding window pads images smaller than its window up to it: run those whole instead
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        # a sliding window pads images smaller than its window up to it: run those whole instead
         roi = getattr(self.inferer, "roi_size", None)
         tiled = self.inferer is not None and (roi is None or any(s > r for s, r in zip(x.shape[2:], roi)))
         y = self.inferer(x, self.network) if tiled else self.network(x)
