@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # Sets up .venv (and .venv-label for MONAI Label) and runs the whole test suite on the CPU. Extra arguments go to pytest.
+# Without arguments (the full run, as in CI) it first checks the built wheel in a fresh environment
+# (scripts/check_wheel.sh, 2-4 minutes); with arguments it runs only pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
 bash scripts/setup_label_env.sh   # separate env for the live MONAI Label server test (pydicom 2, numpy 1)
 export MEDICAL_DENOISE_CACHE="${MEDICAL_DENOISE_CACHE:-$PWD/.venv/cache}"
+if [ $# -eq 0 ]; then
+  bash scripts/check_wheel.sh
+fi
 exec .venv/bin/python -m pytest -q "$@"

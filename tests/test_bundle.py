@@ -5,33 +5,18 @@ from __future__ import annotations
 import csv
 import json
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from monai.bundle import ConfigParser
 from PIL import Image
 
-BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "gan_denoise"
-TINY_NETWORKS = [
-    "--network_def#channels", "[8,16,32]", "--network_def#strides", "[2,2]", "--network_def#num_res_units", "1",
-    "--discriminator_def#channels", "8", "--discriminator_def#num_layers_d", "2",
-]  # fmt: skip
-TINY = [*TINY_NETWORKS, "--patch_size", "[32,32]", "--samples_per_image", "2", "--num_workers", "0"]
-TRAIN = ["--config_file", "configs/train.yaml"]
-EVAL = ["--config_file", "['configs/train.yaml','configs/evaluate.yaml']"]
-INFER = ["--config_file", "['configs/train.yaml','configs/inference.yaml']"]
+from medical_denoise.networks import DenoiseUNet, load_generator
+from tests.utils import BUNDLE, EVAL, INFER, TINY, TINY_NET, TRAIN
+from tests.utils import run_bundle as bundle
 
 pytestmark = pytest.mark.slow
-
-
-def bundle(*args: str, env: dict) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "monai.bundle", *args, "--bundle_root", str(BUNDLE)]
-    proc = subprocess.run(cmd, cwd=BUNDLE, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, f"{' '.join(cmd)}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return proc
 
 
 @pytest.fixture(scope="module")
@@ -91,9 +76,7 @@ def test_verify_net_in_out_and_torchscript_export(trained):
     bundle("ckpt_export", "network_def", "--filepath", str(ts), "--ckpt_file", str(out / "checkpoints" / "model.pt"),
            "--meta_file", "configs/metadata.json", *TRAIN, *TINY, env=env)  # fmt: skip
     exported = torch.jit.load(str(ts))
-    from medical_denoise.networks import DenoiseUNet, load_generator
-
-    eager = load_generator(DenoiseUNet(channels=(8, 16, 32), strides=(2, 2), num_res_units=1), out / "checkpoints" / "model.pt")
+    eager = load_generator(DenoiseUNet(**TINY_NET), out / "checkpoints" / "model.pt")
     x = torch.rand(1, 3, 37, 50)
     with torch.no_grad():
         assert torch.allclose(exported(x), eager.eval()(x), atol=1e-5)
@@ -108,8 +91,13 @@ def test_inference_writes_same_format_and_size(trained):
     Image.fromarray(rng.integers(0, 255, (40, 30), dtype=np.uint8)).save(src / "grey.png")
     before = {p.name: p.read_bytes() for p in src.iterdir()}
     dst = tmp / "denoised"
+    # grey.png goes to the clinical model: untrained weights of its network stand in for models/clinical.pt
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLE / "configs" / "train.yaml"))
+    torch.save(parser.get_parsed_content("clinical_network_def").state_dict(), tmp / "clinical.pt")
     bundle("run", "inference", *INFER, *TINY, "--checkpoint", str(out / "checkpoints" / "model.pt"),
-           "--input", str(src), "--output_dir", str(dst), "--roi_size", "[32,32]", env=env)  # fmt: skip
+           "--clinical_checkpoint", str(tmp / "clinical.pt"), "--input", str(src), "--output_dir", str(dst),
+           "--roi_size", "[32,32]", env=env)  # fmt: skip
     assert np.asarray(Image.open(dst / "photo.png")).shape == (70, 90, 3)
     assert np.asarray(Image.open(dst / "grey.png")).shape == (40, 30)
     assert {p.name: p.read_bytes() for p in src.iterdir()} == before  # inputs untouched

@@ -20,6 +20,7 @@ from medical_denoise.engine import (
     loss_summary,
 )
 from medical_denoise.networks import ConditionalPatchDiscriminator, DenoiseUNet
+from tests.utils import TINY_DISCRIMINATOR
 
 
 def _batches(n=2, size=32, seed=0):
@@ -34,7 +35,7 @@ def _batches(n=2, size=32, seed=0):
 def _trainer(data, handlers=(), adv_weight=0.1, adv_start_iteration=0, lr=1e-3, max_epochs=1):
     torch.manual_seed(0)
     g = DenoiseUNet(channels=(8, 16), strides=(2,), num_res_units=1)
-    d = ConditionalPatchDiscriminator(image_channels=3, channels=8, num_layers_d=2)
+    d = ConditionalPatchDiscriminator(image_channels=3, **TINY_DISCRIMINATOR)
     return ConditionalGanTrainer(
         device="cpu",
         max_epochs=max_epochs,
@@ -171,7 +172,7 @@ def test_compiled_generator_shares_weights_with_the_saved_one(monkeypatch):
     monkeypatch.setattr(torch, "compile", fake_compile)
     torch.manual_seed(0)
     g = DenoiseUNet(channels=(8, 16), strides=(2,), num_res_units=1)
-    d = ConditionalPatchDiscriminator(image_channels=3, channels=8, num_layers_d=2)
+    d = ConditionalPatchDiscriminator(image_channels=3, **TINY_DISCRIMINATOR)
     before = copy.deepcopy(g.state_dict())
     trainer = ConditionalGanTrainer(
         device="cpu", max_epochs=1, train_data_loader=_batches(1), g_network=g,

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from medical_denoise.networks import DenoiseUNet, export_onnx, export_torchscript, onnx_parity
+from tests.utils import TINY_NET
 
 ATOL = 1e-4  # float32 outputs in [0, 1]: different kernels reorder sums, nothing more
 ODD_SIZES = [(1, 3, 37, 50), (2, 3, 101, 29), (1, 3, 16, 24)]  # last: a multiple of the stride, no padding
@@ -14,7 +15,7 @@ ODD_SIZES = [(1, 3, 37, 50), (2, 3, 101, 29), (1, 3, 16, 24)]  # last: a multipl
 @pytest.fixture(scope="module")
 def network():
     torch.manual_seed(0)
-    net = DenoiseUNet(channels=(8, 16, 32), strides=(2, 2), num_res_units=1)
+    net = DenoiseUNet(**TINY_NET)
     with torch.no_grad():  # non-trivial PReLU slopes and biases, so a wrong graph shows
         for p in net.parameters():
             p.add_(0.05 * torch.randn_like(p))
@@ -50,7 +51,7 @@ def test_onnx_matches_pytorch_on_odd_sizes(network, onnx_file):
 
 
 def test_onnx_parity_detects_a_different_network(network, onnx_file):
-    other = DenoiseUNet(channels=(8, 16, 32), strides=(2, 2), num_res_units=1).eval()
+    other = DenoiseUNet(**TINY_NET).eval()
     assert onnx_parity(other, onnx_file, torch.rand(1, 3, 37, 50)) > 1e-3
 
 

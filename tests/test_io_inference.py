@@ -1,4 +1,7 @@
-"""Tests for medical_denoise.io.denoise_path: round trips, slicing, batching, the channel rule, failures."""
+"""Tests for medical_denoise.io.denoise_path: round trips, slicing, batching, the channel rule, failures.
+
+Routing, 2.5D slabs, intensity fidelity and the fidelity guard: tests/test_clinical_fidelity.py.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from PIL import Image
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
-from medical_denoise.io import denoise_path, predict_array, read_image
+from medical_denoise.io import ModelRouter, ModelSpec, denoise_path, predict_array, read_image
 
 pytestmark = pytest.mark.filterwarnings("ignore:builtin type:DeprecationWarning")
 
@@ -29,6 +32,12 @@ def dicom_file(name: str) -> Path:
 
 def identity(x: torch.Tensor) -> torch.Tensor:
     return x.clone()
+
+
+def identity_router() -> ModelRouter:
+    """Identity models for both kinds of input: RGB photographs and grayscale images."""
+    return ModelRouter(dermoscopy=ModelSpec(predictor=identity, image_channels=3),
+                       clinical=ModelSpec(predictor=identity, image_channels=1))  # fmt: skip
 
 
 def make_series(folder: Path, n: int = 4) -> list[Path]:
@@ -97,8 +106,7 @@ def test_identity_round_trip_png_8_16_and_jpeg(tmp_path):
     Image.fromarray(g16).save(tmp_path / "in" / "g16.png")
     Image.fromarray(np.dstack([g8] * 3)).save(tmp_path / "in" / "c.jpg")
     (tmp_path / "in" / "metadata.csv").write_text("id,dx\n")  # skipped, not an image
-    out = denoise_path(tmp_path / "in", tmp_path / "out", identity, model_channels=1, description="id",
-                       progress=False)
+    out = denoise_path(tmp_path / "in", tmp_path / "out", identity_router(), description="id", progress=False)
     assert sorted(p.name for p in out) == ["c.png", "g16.png", "g8.png"]
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out" / "g8.png")), g8)
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out" / "g16.png")), g16)
@@ -106,7 +114,7 @@ def test_identity_round_trip_png_8_16_and_jpeg(tmp_path):
     np.testing.assert_array_equal(read_image(tmp_path / "out" / "c.png").array, jpeg)
 
 
-def test_channel_rule_grayscale_image_rgb_model():
+def test_channel_rule_grayscale_image_rgb_model_only_when_asked():
     image = np.random.default_rng(0).random((1, 6, 7, 2)).astype(np.float32)
     seen = []
 
@@ -114,13 +122,15 @@ def test_channel_rule_grayscale_image_rgb_model():
         seen.append(x)
         return x * torch.tensor([0.0, 1.0, 2.0]).view(1, 3, 1, 1)  # mean over channels is x
 
-    out = predict_array(image, rgb_model, model_channels=3)
+    with pytest.raises(ValueError, match="1 channel.*takes 3"):
+        predict_array(image, rgb_model, model_channels=3)
+    out = predict_array(image, rgb_model, model_channels=3, adapt_channels=True)
     assert seen[0].shape == (2, 3, 6, 7)
     assert torch.equal(seen[0][:, 0], seen[0][:, 2])  # replicated
     np.testing.assert_allclose(out, image, rtol=1e-6)
 
 
-def test_channel_rule_rgb_image_grayscale_model(tmp_path):
+def test_channel_rule_rgb_image_grayscale_model_only_when_asked(tmp_path):
     rgb = np.random.default_rng(0).integers(0, 256, (8, 9, 3), dtype=np.uint8)
     Image.fromarray(rgb).save(tmp_path / "rgb.png")
     seen = []
@@ -129,10 +139,13 @@ def test_channel_rule_rgb_image_grayscale_model(tmp_path):
         seen.append(tuple(x.shape))
         return 1.0 - x
 
-    out = denoise_path(tmp_path / "rgb.png", tmp_path / "out", invert, model_channels=1, description="inv",
-                       progress=False)
-    assert seen == [(3, 1, 8, 9)]  # one grayscale sample per colour channel
-    np.testing.assert_array_equal(np.asarray(Image.open(out[0])), 255 - rgb)  # channels not mixed
+    with pytest.raises(ValueError, match="rgb.png: RGB photograph has 3 channel"):  # files: never adapted
+        denoise_path(tmp_path / "rgb.png", tmp_path / "out", invert, model_channels=1, description="inv",
+                     progress=False)  # fmt: skip
+    image = read_image(tmp_path / "rgb.png")
+    out = predict_array(image.intensity.forward(image.array), invert, model_channels=1, adapt_channels=True)
+    assert seen == [(1, 1, 8, 9)] * 3  # one grayscale image per colour channel
+    np.testing.assert_allclose(image.intensity.inverse(out), 255 - image.array, atol=1e-4)  # channels not mixed
 
 
 def test_unsupported_channel_count_and_bad_predictor(tmp_path):
@@ -152,20 +165,20 @@ def test_unsupported_channel_count_and_bad_predictor(tmp_path):
 def test_output_next_to_input(tmp_path):
     Image.fromarray(np.zeros((5, 5), np.uint8)).save(tmp_path / "a.png")
     Image.fromarray(np.zeros((5, 5, 3), np.uint8)).save(tmp_path / "b.jpg")
+    both = identity_router()
     with pytest.raises(ValueError, match="input"):
-        denoise_path(tmp_path / "a.png", tmp_path, identity, model_channels=1, description="x", progress=False)
+        denoise_path(tmp_path / "a.png", tmp_path, both, description="x", progress=False)
     out = denoise_path(tmp_path / "b.jpg", tmp_path, identity, model_channels=3, description="x", progress=False)
     assert out == [tmp_path / "b.png"]
     with pytest.raises(ValueError, match="both be written"):  # b.jpg and the new b.png collide
-        denoise_path(tmp_path, tmp_path / "den", identity, model_channels=3, description="x", progress=False)
+        denoise_path(tmp_path, tmp_path / "den", both, description="x", progress=False)
     (tmp_path / "b.png").unlink()
     # an output folder inside the input folder is allowed, and not read back as an input next time
-    out = denoise_path(tmp_path, tmp_path / "den", identity, model_channels=3, description="x", progress=False)
+    out = denoise_path(tmp_path, tmp_path / "den", both, description="x", progress=False)
     assert sorted(p.name for p in out) == ["a.png", "b.png"]
     with pytest.raises(ValueError, match="already exists"):
-        denoise_path(tmp_path, tmp_path / "den", identity, model_channels=3, description="x", progress=False)
-    out = denoise_path(tmp_path, tmp_path / "den", identity, model_channels=3, description="x", progress=False,
-                       overwrite=True)
+        denoise_path(tmp_path, tmp_path / "den", both, description="x", progress=False)
+    out = denoise_path(tmp_path, tmp_path / "den", both, description="x", progress=False, overwrite=True)
     assert len(out) == 2
 
 
@@ -176,11 +189,11 @@ def _bad_inputs(tmp_path: Path) -> list[Path]:
     (bad / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(100))
     (bad / "notes.txt").write_text("hello")
     nib.Nifti1Image(np.full((4, 4, 3), np.nan, np.float32), np.eye(4)).to_filename(bad / "nan.nii.gz")
-    (bad / "mixed").mkdir()
-    for i in range(2):
-        ds = pydicom.dcmread(dicom_file("CT_small.dcm"))
-        ds.SeriesInstanceUID = generate_uid()
-        ds.save_as(bad / "mixed" / f"{i}.dcm", enforce_file_format=True)
+    # a folder with a 2-file series and a file of another series: per file would cut the volume apart
+    mixed = make_series(bad / "mixed", n=2)
+    ds = pydicom.dcmread(mixed[0])
+    ds.SeriesInstanceUID = generate_uid()
+    ds.save_as(bad / "mixed" / "other.dcm", enforce_file_format=True)
     return [bad / "missing.png", bad / "empty", dicom_file("MR_truncated.dcm"), bad / "zero.png",
             bad / "corrupt.png", bad / "notes.txt", bad / "nan.nii.gz", bad / "mixed"]
 

@@ -15,7 +15,7 @@ from PIL import Image
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
-from medical_denoise.io import IntensityMapping, LoadedImage, default_intensity_mapping, read_image
+from medical_denoise.io import CT_WINDOW, IntensityMapping, LoadedImage, default_intensity_mapping, read_image
 
 
 def dicom_file(name: str) -> Path:
@@ -65,7 +65,7 @@ def test_ct_single_file_in_hu():
     expected = ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
     np.testing.assert_array_equal(image.array[0], expected)
     assert float(ds.RescaleIntercept) == -1024 and image.array.min() < 0  # really HU, not stored values
-    assert image.intensity == IntensityMapping(-1024.0, 3071.0, "ct_window")
+    assert image.intensity == IntensityMapping(*CT_WINDOW, "ct_window")
     assert len(image.datasets) == 1 and "PixelData" not in image.datasets[0]
     assert image.files == (path,)
 
@@ -250,7 +250,7 @@ def test_bad_inputs_raise_naming_the_file(tmp_path):
 
 def test_intensity_is_invertible_and_does_not_clip():
     ct = IntensityMapping.ct_window()
-    hu = np.array([-3000.0, -1024.0, 0.0, 3071.0, 5000.0])
+    hu = np.array([-3000.0, CT_WINDOW[0], 0.0, CT_WINDOW[1], 5000.0])
     y = ct.forward(hu)
     assert y.dtype == np.float32 and y[1] == 0.0 and y[3] == 1.0
     assert y[0] < 0 and y[-1] > 1  # not clipped

@@ -6,39 +6,44 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 import yaml
 from monai.bundle import ConfigParser
 
-from tests.test_bundle import BUNDLE, TINY
+from tests.utils import BUNDLE, TINY
 
 CONFIGS = [str(BUNDLE / "configs" / "train.yaml"), str(BUNDLE / "configs" / "multi_gpu_train.yaml")]
+WRITES = re.compile(r"TensorBoard|Image|Checkpoint|ProgressBar|Stats|SummaryWriter")  # logs or writes files
 
 
-def test_rank0_only_overrides_point_at_the_intended_handlers():
-    """The overlay disables handlers by list index: fail here, not silently, if train.yaml reorders them."""
-    config = ConfigParser.load_config_files(CONFIGS)
-    expected = {
-        "train#handlers#0": "EpochSeeder",
-        "train#handlers#4": "StatsHandler",
-        "train#handlers#5": "TensorBoardStatsHandler",
-        "train#handlers#6": "ProgressBar",
-        "validate#handlers#0": "StatsHandler",
-        "validate#handlers#1": "TensorBoardStatsHandler",
-        "validate#handlers#2": "AtomicCheckpointSaver",
-        "validate#handlers#3": "TripletImageHandler",
-    }
-    parser = ConfigParser(config)
-    for path, name in expected.items():
-        assert parser[path]["_target_"].rsplit(".", 1)[-1] == name, path
-    # any handler that logs or writes files must be rank-0 only (a new one in train.yaml needs an entry too)
-    for h in parser["train#handlers"] + parser["validate#handlers"]:
-        if re.search(r"TensorBoard|Image|Checkpoint|ProgressBar|Stats", h["_target_"]):
-            assert h.get("_disabled_") == "@is_not_rank0", h["_target_"]
-    assert parser["summary_writer"]["_disabled_"] == "@is_not_rank0"
+def test_rank0_only_components_are_switched_off_by_one_named_flag(tmp_path):
+    """The overlay names what it changes: `is_not_rank0` and `train#seeder#seed`, never a list position."""
+    overlay = yaml.safe_load((BUNDLE / "configs" / "multi_gpu_train.yaml").read_text())
+    assert not [k for k in overlay if re.search(r"#\d+(#|$)", k)], "an override addresses a list position"
+    assert {"is_not_rank0", "train#seeder#seed"} <= set(overlay)
+
+    parser = ConfigParser(ConfigParser.load_config_files(CONFIGS))
+    assert parser["train#handlers"][0] == "@train#seeder"
+    # every component that logs or writes carries the flag (a new writer in train.yaml needs it too)
+    ids = [f"{key}#{i}" for key in ("train#handlers", "validate#handlers") for i in range(len(parser[key]))]
+    writers = [i for i in ids if isinstance(parser[i], dict) and WRITES.search(parser[i]["_target_"])]
+    assert len(writers) == 7 and parser["summary_writer"]["_disabled_"] == "@is_not_rank0"
+    for i in writers:
+        assert parser[i].get("_disabled_") == "@is_not_rank0", parser[i]["_target_"]
+
+    # resolved (train.yaml alone, no process group): with the flag set they are dropped before anything is
+    # built; single-process runs keep them all
+    for flag in (True, False):
+        single = ConfigParser(ConfigParser.load_config_files(CONFIGS[:1]))
+        single.update({"bundle_root": str(BUNDLE), "output_dir": str(tmp_path), "device": "cpu"})
+        if flag:
+            single["is_not_rank0"] = True
+        assert (single.get_parsed_content("summary_writer") is None) is flag
+        for i in writers:
+            assert (single.get_parsed_content(i) is None) is flag, parser[i]["_target_"]
+
 
 @pytest.mark.slow
 def test_two_process_training_keeps_ranks_in_sync_and_only_rank0_writes(tmp_path):

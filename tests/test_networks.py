@@ -4,11 +4,12 @@ import pytest
 import torch
 
 from medical_denoise.networks import ConditionalPatchDiscriminator, DenoiseUNet, GeneratorPredictor, load_generator
+from tests.utils import TINY_DISCRIMINATOR, TINY_NET
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 64, 64), (1, 3, 45, 61), (1, 3, 7, 9)])
 def test_generator_keeps_any_2d_shape(shape):
-    net = DenoiseUNet(channels=(8, 16, 32), strides=(2, 2), num_res_units=1)
+    net = DenoiseUNet(**TINY_NET)
     assert net(torch.rand(shape)).shape == shape
 
 
@@ -30,7 +31,7 @@ def test_residual_generator_starts_near_identity_and_direct_does_not():
 def test_generator_output_does_not_depend_on_padding_elsewhere():
     # no normalisation: a pixel far from the border sees the same result whether or not the image is bigger
     torch.manual_seed(0)
-    net = DenoiseUNet(channels=(8, 16, 32), strides=(2, 2), num_res_units=1).eval()
+    net = DenoiseUNet(**TINY_NET).eval()
     x = torch.rand(1, 3, 64, 64)
     big = torch.cat([x, torch.rand(1, 3, 64, 64)], dim=-1)
     with torch.no_grad():
@@ -39,14 +40,14 @@ def test_generator_output_does_not_depend_on_padding_elsewhere():
 
 
 def test_generator_rejects_wrong_channels():
-    with pytest.raises(ValueError, match="expected \(N, 3"):
+    with pytest.raises(ValueError, match=r"expected \(N, 3"):
         DenoiseUNet()(torch.rand(1, 1, 16, 16))
     with pytest.raises(ValueError, match="residual"):
         DenoiseUNet(in_channels=1, out_channels=3, residual=True)
 
 
 def test_conditional_discriminator_sees_pairs():
-    d = ConditionalPatchDiscriminator(image_channels=3, channels=8, num_layers_d=2)
+    d = ConditionalPatchDiscriminator(image_channels=3, **TINY_DISCRIMINATOR)
     out = d(torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64))
     assert out[-1].shape[:2] == (2, 1) and out[-1].shape[-1] > 1  # a map of patch decisions
     with pytest.raises(ValueError, match="differ"):

@@ -8,17 +8,14 @@ import torch
 from monai.inferers import SlidingWindowInferer
 from skimage import data
 
+from medical_denoise.evaluation.metrics import psnr
 from medical_denoise.evaluation.restoration import DegradationChain, bicubic_upsample
 from medical_denoise.networks import bundle_predictor
 from medical_denoise.noise import GaussianNoise
-from tests.test_bundle import BUNDLE
+from tests.utils import BUNDLE
 
 WEIGHTS = BUNDLE / "models" / "model.pt"
 SR_WEIGHTS = BUNDLE / "models" / "sr_x2.pt"
-
-
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    return float(10 * np.log10(1.0 / np.mean((np.clip(a, 0, 1) - b) ** 2)))
 
 
 @pytest.fixture(scope="module")
@@ -40,13 +37,13 @@ def test_shipped_model_raises_psnr(case):
     clean, noisy = case
     denoised = bundle_predictor(BUNDLE).numpy(noisy)
     assert denoised.shape == clean.shape
-    assert _psnr(denoised, clean) > _psnr(noisy, clean) + 10.0  # measured: 20.5 -> 36.9 dB
+    assert psnr(clean, denoised) > psnr(clean, noisy) + 10.0  # measured: 20.5 -> 36.9 dB
 
 
 def test_self_ensemble_is_at_least_as_good_as_a_single_pass(case):
     clean, noisy = case
-    single = _psnr(bundle_predictor(BUNDLE).numpy(noisy), clean)
-    assert _psnr(bundle_predictor(BUNDLE, self_ensemble=True).numpy(noisy), clean) > single + 0.05
+    single = psnr(clean, bundle_predictor(BUNDLE).numpy(noisy))
+    assert psnr(clean, bundle_predictor(BUNDLE, self_ensemble=True).numpy(noisy)) > single + 0.05
 
 
 def test_whole_image_inference_is_as_good_as_tiled(case):
@@ -54,7 +51,7 @@ def test_whole_image_inference_is_as_good_as_tiled(case):
     whole = bundle_predictor(BUNDLE)
     tiled = bundle_predictor(BUNDLE)
     tiled.inferer = SlidingWindowInferer(roi_size=(64, 64), sw_batch_size=8, overlap=0.25, mode="gaussian")
-    assert _psnr(whole.numpy(noisy), clean) >= _psnr(tiled.numpy(noisy), clean) - 0.05
+    assert psnr(clean, whole.numpy(noisy)) >= psnr(clean, tiled.numpy(noisy)) - 0.05
 
 
 def test_shipped_sr_model_beats_bicubic(case):
@@ -64,4 +61,4 @@ def test_shipped_sr_model_beats_bicubic(case):
     assert low.shape == (3, 128, 128)
     sr = bundle_predictor(BUNDLE, config_file=["configs/train.yaml", "configs/sr.yaml"]).numpy(low)
     assert sr.shape == clean.shape
-    assert _psnr(sr, clean) > _psnr(bicubic_upsample(low, 2), clean) + 0.1
+    assert psnr(clean, sr) > psnr(clean, bicubic_upsample(low, 2)) + 0.1

@@ -1,19 +1,23 @@
 from __future__ import annotations
 
-from .clinical import CenterSliced, LoadClinicald, RandSliced, clinical_format, find_clinical_images
+from .clinical import CenterSliced, ClinicalSlabd, LoadClinicald, balanced_weights, RandSliced, clinical_format, find_clinical_images
 from .embedded import prepare_embedded_dataset, resolve_dataset_dir
-from .layouts import ImageRecord, find_images
-from .splits import prepare_datalist, split_grouped
+from .layouts import find_images
+from .records import ImageRecord
+from .splits import datalist_root, prepare_datalist, split_grouped
 from .transforms import EnsureChannelsd
 
 __all__ = [
     "CenterSliced",
+    "ClinicalSlabd",
     "EnsureChannelsd",
     "ImageRecord",
     "LoadClinicald",
     "RandSliced",
+    "balanced_weights",
     "clinical_format",
     "find_clinical_images",
+    "datalist_root",
     "find_images",
     "prepare_datalist",
     "prepare_embedded_dataset",

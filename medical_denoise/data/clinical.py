@@ -1,7 +1,7 @@
 """Training and evaluation on clinical files: list DICOM/NIfTI datasets, load them in the network range, slice volumes.
 
 * :func:`find_clinical_images` lists a plain folder's NIfTI files, DICOM files and DICOM series folders as
-  :class:`~medical_denoise.data.layouts.ImageRecord` s (used by the ``folder`` layout of ``find_images``).
+  :class:`~medical_denoise.data.records.ImageRecord` s (used by the ``folder`` layout of ``find_images``).
 * :class:`LoadClinicald` reads them with :func:`medical_denoise.io.read_image` and maps them to [0, 1] with the
   image's invertible intensity mapping, the same one :func:`medical_denoise.io.denoise_path` uses at inference.
 * :class:`RandSliced` / :class:`CenterSliced` cut one slice out of a volume for a 2D network.
@@ -21,12 +21,12 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, Randomizable
 
-from medical_denoise.data.layouts import ImageRecord
+from medical_denoise.data.records import ImageRecord
 from medical_denoise.data.transforms import EnsureChannelsd
 from medical_denoise.io import read_image
 from medical_denoise.io.readers import _IGNORED_NAMES, NIFTI_SUFFIXES, is_dicom_file
 
-__all__ = ["CenterSliced", "LoadClinicald", "RandSliced", "clinical_format", "find_clinical_images"]
+__all__ = ["CenterSliced", "ClinicalSlabd", "balanced_weights", "LoadClinicald", "RandSliced", "clinical_format", "find_clinical_images"]
 
 _DICOM_NAMED = (".dcm", ".dicom", ".ima")
 # suffixes that are certainly not DICOM: skip the magic-number check for them
@@ -136,13 +136,16 @@ class LoadClinicald(MapTransform):
     ``(C, H, W, D)`` for volumes (slices last). The mapping is stored in ``d[f"{key}_{intensity_postfix}"]`` as
     ``IntensityMapping.to_dict()`` plus ``data_range`` (``high - low``, in original units: PSNR on [0, 1] equals PSNR
     in original units with this peak, and an error ``e`` on [0, 1] is ``e * data_range`` units), ``modality`` and
-    ``outside_fraction`` (share of values the map put outside [0, 1], clipped when ``clip``).
+    ``outside_fraction`` (share of values the map put outside [0, 1], clipped when ``clip``) and ``pixel_spacing``
+    (in-plane pixel size in mm, 1.0 when the file has none; the low-dose CT simulation needs it).
 
     Args:
         keys: keys holding file or folder paths.
         channels: channels the network takes (1 or 3); RGB is converted to luminance for 1, grey replicated for 3.
         modality: overrides the modality of every image (e.g. ``"CT"`` for NIfTI in HU, which has no modality tag);
             None keeps each file's own (DICOM Modality; NIfTI "unknown" -> percentiles).
+        modality_key: a datalist entry key that may name the item's modality (used when ``modality`` is None), so
+            a curated datalist can mark a NIfTI as CT.
         clip: clip to [0, 1]; evaluation requires clean images inside [0, 1].
         intensity_postfix: the mapping goes to ``d[f"{key}_{intensity_postfix}"]``.
         allow_missing_keys: don't fail on missing keys.
@@ -155,18 +158,21 @@ class LoadClinicald(MapTransform):
         modality: str | None = None,
         clip: bool = True,
         intensity_postfix: str = "intensity",
+        modality_key: str | None = "modality",
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.to_channels = EnsureChannelsd(keys, channels, allow_missing_keys)
         self.modality = modality
+        self.modality_key = modality_key
         self.clip = clip
         self.intensity_postfix = intensity_postfix
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         for key in self.key_iterator(d):
-            image = read_image(d[key], modality=self.modality)
+            modality = self.modality or (d.get(self.modality_key) if self.modality_key else None) or None
+            image = read_image(d[key], modality=modality)
             if image.channels not in (1, 3):
                 raise ValueError(f"{image.source}: image has {image.channels} channels; expected 1 or 3.")
             mapping = image.intensity
@@ -180,8 +186,21 @@ class LoadClinicald(MapTransform):
                 "data_range": mapping.high - mapping.low,
                 "modality": image.modality,
                 "outside_fraction": outside,
+                "pixel_spacing": _pixel_spacing(image),
             }
         return d
+
+
+def _pixel_spacing(image: Any) -> float:
+    """Mean in-plane pixel size in mm of a read image (DICOM PixelSpacing, NIfTI zooms), 1.0 when unknown."""
+    try:
+        if image.datasets and "PixelSpacing" in image.datasets[0]:
+            return float(np.mean([float(v) for v in image.datasets[0].PixelSpacing]))
+        if image.header is not None:
+            return float(np.mean(image.header.get_zooms()[:2]))
+    except (TypeError, ValueError, IndexError):
+        pass
+    return 1.0
 
 
 def _array_axis(img: Any, axis: int, key: Hashable) -> int | None:
@@ -279,3 +298,73 @@ class CenterSliced(_Sliced):
         d = dict(data)
         count = self._slice_count(d)
         return self._take(d, None if count is None else count // 2)
+
+
+class ClinicalSlabd(Randomizable, MapTransform):
+    """A 2.5D pair from a volume: the slab of ``2k + 1`` neighbouring slices and a copy of its centre slice.
+
+    The volume ``(1, H, W, D)`` (slices last, as :class:`LoadClinicald` gives them) becomes ``(2k + 1, H, W)``: slices
+    ``z - k .. z + k`` clamped to ``[0, D - 1]``, so the first and last slices repeat themselves, as at inference. A 2D
+    image ``(1, H, W)`` is every one of its own neighbours. The clean centre slice goes to ``label_key`` (the target)
+    and the slice indices to ``index_key`` (a noise bank adds each slice's own noise). Outputs are new tensors: a
+    cached volume is never changed.
+
+    Args:
+        keys: the volume key (one key).
+        context: ``k``, neighbours on each side.
+        label_key: where the clean centre slice goes.
+        index_key: where the ``2k + 1`` slice indices go.
+        random: draw ``z`` uniformly (training); False takes the middle slice ``D // 2`` (validation).
+        allow_missing_keys: don't fail on missing keys.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        context: int = 1,
+        label_key: str = "label",
+        index_key: str = "slab_indices",
+        random: bool = True,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if context < 0:
+            raise ValueError(f"context must be >= 0 slices, got {context}.")
+        self.context = context
+        self.label_key = label_key
+        self.index_key = index_key
+        self.random = random
+        self._z = 0
+
+    def randomize(self, data: int) -> None:
+        self._z = int(self.R.randint(data))
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            volume = torch.as_tensor(d[key])
+            if volume.ndim == 3:
+                volume = volume[..., None]
+            if volume.ndim != 4 or volume.shape[0] != 1:
+                raise ValueError(f"'{key}': expected a grayscale (1, H, W[, D]) image, got shape {tuple(volume.shape)}.")
+            depth = int(volume.shape[-1])
+            if self.random:
+                self.randomize(depth)
+            z = self._z if self.random else depth // 2
+            indices = [min(max(z + o, 0), depth - 1) for o in range(-self.context, self.context + 1)]
+            d[key] = volume[0, ..., indices].permute(2, 0, 1).contiguous()  # advanced indexing copies
+            d[self.label_key] = volume[..., z].clone()
+            d[self.index_key] = indices
+        return d
+
+
+def balanced_weights(items: Sequence[Mapping[str, Any]], key: str = "modality") -> list[float]:
+    """Sampling weights that give every value of ``items[i][key]`` the same share of draws (e.g. CT and MR).
+
+    Args:
+        items: datalist entries.
+        key: the entry key to balance (entries without it form one group).
+    """
+    groups = [str(item.get(key, "")).upper() for item in items]
+    counts = {g: groups.count(g) for g in set(groups)}
+    return [1.0 / counts[g] for g in groups]

@@ -16,33 +16,16 @@ from __future__ import annotations
 
 import csv
 import logging
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
+from medical_denoise.data.clinical import clinical_format, find_clinical_images
+from medical_denoise.data.records import ImageRecord
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ImageRecord:
-    """One image of a dataset.
-
-    Args:
-        image: path relative to the dataset folder.
-        id: image identifier (file stem or the CSV's id).
-        group: lesion / patient identifier; images of one group always land in the same split.
-        dx: diagnosis label when known (used to stratify splits), else "".
-    """
-
-    image: str
-    id: str
-    group: str
-    dx: str = ""
-
-    def to_dict(self) -> dict[str, str]:
-        return asdict(self)
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
@@ -107,7 +90,6 @@ def check_readable(root: str | Path, records: list[ImageRecord], skip_bad: bool 
     """
     from PIL import Image
 
-    from medical_denoise.data.clinical import clinical_format
     from medical_denoise.io import read_image
 
     good, bad = [], []
@@ -175,8 +157,6 @@ def find_images(dataset_dir: str | Path, skip_missing: bool = False) -> tuple[st
             r["lesion_id"] = lesions.get(r["image"], "")
         records, missing = _records_from_rows(root, rows, "image", gt, ("lesion_id",), _challenge_dx)
     else:
-        from medical_denoise.data.clinical import find_clinical_images
-
         layout, csv_path = "folder", None
         records = [
             ImageRecord(p.relative_to(root).as_posix(), p.stem, p.relative_to(root).as_posix())

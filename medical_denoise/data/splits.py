@@ -114,3 +114,27 @@ def prepare_datalist(
     counts = ", ".join(f"{k}={len(v)}" for k, v in splits.items())
     logger.info("%s layout '%s': %s -> %s", dataset_dir, layout, counts, datalist_path)
     return str(datalist_path)
+
+
+def datalist_root(datalist_path: str | Path, dataset_dir: str | Path | None = None) -> str:
+    """The folder a curated datalist's paths are relative to.
+
+    ``dataset_dir`` when given; otherwise the datalist's own ``dataset_dir`` entry, read relative to the datalist's
+    folder (so a datalist shipped in a repository stays valid wherever the repository is cloned).
+
+    Args:
+        datalist_path: the datalist JSON.
+        dataset_dir: overrides the stored folder.
+    """
+    path = Path(datalist_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: datalist not found.")
+    if dataset_dir not in (None, "", "None", "null"):
+        return str(Path(str(dataset_dir)).expanduser().resolve())
+    stored = json.loads(path.read_text()).get("dataset_dir")
+    if not stored:
+        raise ValueError(f"{path}: no 'dataset_dir' entry; pass --dataset_dir.")
+    root = (path.parent / stored).resolve()
+    if not root.is_dir():
+        raise FileNotFoundError(f"{path}: its dataset_dir {root} does not exist; pass --dataset_dir.")
+    return str(root)

@@ -1,9 +1,10 @@
 from __future__ import annotations
 
 from .checkpoint import AtomicCheckpointSaver
-from .losses import L1SSIMLoss
 from .handlers import TripletImageHandler, loss_summary, triplet_grid
+from .losses import L1SSIMLoss
 from .resume import EpochSeeder, StopOnNonFiniteLoss, init_handlers, latest_checkpoint, resume_handlers
+from .run_guard import RunFolderError, RunFolderGuard
 from .trainer import ConditionalGanTrainer
 
 __all__ = [
@@ -11,11 +12,13 @@ __all__ = [
     "ConditionalGanTrainer",
     "EpochSeeder",
     "L1SSIMLoss",
+    "RunFolderError",
+    "RunFolderGuard",
     "StopOnNonFiniteLoss",
     "TripletImageHandler",
+    "init_handlers",
     "latest_checkpoint",
     "loss_summary",
-    "init_handlers",
     "resume_handlers",
     "triplet_grid",
 ]

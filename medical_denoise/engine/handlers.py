@@ -42,7 +42,11 @@ def triplet_grid(samples: list[dict], max_rows: int) -> np.ndarray:
     """Rows of [degraded | restored | clean] for up to ``max_rows`` samples, padded to a common size."""
     rows = []
     for s in samples[:max_rows]:
-        tiles = [to_display(s[k]) for k in (Keys.IMAGE, Keys.PRED, Keys.LABEL)]
+        degraded, restored = s[Keys.IMAGE], s[Keys.PRED]
+        if degraded.shape[0] != restored.shape[0]:  # a 2.5D stack of slices: show its centre slice
+            first = (degraded.shape[0] // restored.shape[0] // 2) * restored.shape[0]
+            degraded = degraded[first : first + restored.shape[0]]
+        tiles = [to_display(t) for t in (degraded, restored, s[Keys.LABEL])]
         rows.append(np.concatenate(tiles, axis=1))
     width = max(r.shape[1] for r in rows)
     rows = [np.pad(r, ((0, 2), (0, width - r.shape[1]), (0, 0))) for r in rows]

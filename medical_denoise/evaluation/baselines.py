@@ -3,7 +3,8 @@
 Non-local means, total variation and wavelet shrinkage are *blind*: they estimate the noise level
 from the noisy image itself (``skimage.restoration.estimate_sigma``) and never see the true sigma.
 BM3D is given the true sigma (``sigma=`` keyword, 0-255 scale) because its published reference
-results assume a known noise level; the comparison table states this.
+results assume a known noise level; the comparison table states this. ``NLMeansDenoiser.denoise`` and
+``TVDenoiser.denoise`` take a known sigma instead (the clinical evaluation gives every method the true level).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ __all__ = [
 ]
 
 BM3D_LICENCE_NOTE = (
-    "BM3D needs the optional 'bm3d' package (pip install bm3d); its licence allows non-commercial use only."
+    "BM3D needs the 'bm3d' extra (pip install 'medical-denoise[bm3d]'); its licence allows non-commercial use only."
 )
 
 
@@ -80,15 +81,23 @@ class NLMeansDenoiser:
         self.h_factor = h_factor
 
     def __call__(self, noisy: np.ndarray) -> np.ndarray:
-        """Denoise ``noisy`` ``(C, H, W)``."""
-        sigma_est = estimate_noise_sigma(noisy)
+        """Denoise ``noisy`` ``(C, H, W)`` with the noise std estimated on it (blind)."""
+        return self.denoise(noisy, estimate_noise_sigma(noisy))
+
+    def denoise(self, noisy: np.ndarray, sigma: float) -> np.ndarray:
+        """Denoise ``noisy`` ``(C, H, W)`` given its noise std ``sigma`` on the image's own scale.
+
+        A separate method rather than a ``sigma`` keyword of ``__call__``: ``run_comparison`` hands the true sigma
+        to every callable with that keyword, and the photograph comparison keeps NLM blind.
+        """
+        check_image(noisy, "noisy")
         image, channel_axis = _to_skimage(noisy)
         out = denoise_nl_means(
             image,
             patch_size=self.patch_size,
             patch_distance=self.patch_distance,
-            h=self.h_factor * sigma_est,
-            sigma=sigma_est,
+            h=self.h_factor * sigma,
+            sigma=sigma,
             fast_mode=True,
             preserve_range=True,
             channel_axis=channel_axis,
@@ -113,8 +122,13 @@ class TVDenoiser:
         self.max_num_iter = max_num_iter
 
     def __call__(self, noisy: np.ndarray) -> np.ndarray:
-        """Denoise ``noisy`` ``(C, H, W)``."""
-        weight = self.weight_factor * estimate_noise_sigma(noisy)
+        """Denoise ``noisy`` ``(C, H, W)`` with the noise std estimated on it (blind)."""
+        return self.denoise(noisy, estimate_noise_sigma(noisy))
+
+    def denoise(self, noisy: np.ndarray, sigma: float) -> np.ndarray:
+        """Denoise ``noisy`` ``(C, H, W)`` given its noise std ``sigma`` on the image's own scale (see NLM)."""
+        check_image(noisy, "noisy")
+        weight = self.weight_factor * sigma
         image, channel_axis = _to_skimage(noisy)
         out = denoise_tv_chambolle(image, weight=weight, max_num_iter=self.max_num_iter, channel_axis=channel_axis)
         return _from_skimage(out, noisy.shape)

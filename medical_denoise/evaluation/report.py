@@ -29,7 +29,9 @@ __all__ = [
     "accepts_sigma",
     "format_markdown",
     "run_comparison",
+    "save_figure",
     "summarize",
+    "write_csv",
 ]
 
 NOISY = "noisy"
@@ -313,7 +315,9 @@ def _safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text)
 
 
-def _write_csv(path: Path, rows: Sequence[Any], columns: Sequence[str]) -> Path:
+def write_csv(path: Path, rows: Sequence[Any], columns: Sequence[str]) -> Path:
+    """Write dataclass ``rows`` to ``path`` atomically, floats as ``repr`` (exact round trip)."""
+
     def write(f: IO[Any]) -> None:
         writer = csv.DictWriter(f, fieldnames=list(columns))
         writer.writeheader()
@@ -323,7 +327,8 @@ def _write_csv(path: Path, rows: Sequence[Any], columns: Sequence[str]) -> Path:
     return atomic_write(path, write)
 
 
-def _save_figure(fig: Figure, path: Path) -> Path:
+def save_figure(fig: Figure, path: Path) -> Path:
+    """Save a matplotlib ``Figure`` as PNG atomically."""
     FigureCanvasAgg(fig)  # Agg canvas without pyplot: no global backend state is touched
     return atomic_write(path, lambda f: fig.savefig(f, format="png"), binary=True)
 
@@ -342,7 +347,7 @@ def _plot_psnr(summary: Sequence[SummaryRow], path: Path) -> Path:
     ax.set_ylabel("PSNR (dB), mean with CI")
     ax.grid(True, alpha=0.3)
     ax.legend()
-    return _save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 def _to_display(image: np.ndarray) -> np.ndarray:
@@ -364,7 +369,7 @@ def _plot_triplet(extreme: _Extreme, method: str, sigma: float, label: str, path
         ax.set_title(title, fontsize=8)
         ax.set_axis_off()
     fig.suptitle(f"{label}: {extreme.image_id} (gain {extreme.gain:+.2f} dB)", fontsize=9)
-    return _save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 def _write_outputs(
@@ -372,8 +377,8 @@ def _write_outputs(
 ) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {
-        "per_image.csv": _write_csv(out_dir / "per_image.csv", result.rows, [f.name for f in fields(ImageResult)]),
-        "summary.csv": _write_csv(out_dir / "summary.csv", result.summary, [f.name for f in fields(SummaryRow)]),
+        "per_image.csv": write_csv(out_dir / "per_image.csv", result.rows, [f.name for f in fields(ImageResult)]),
+        "summary.csv": write_csv(out_dir / "summary.csv", result.summary, [f.name for f in fields(SummaryRow)]),
         "summary.md": atomic_write(out_dir / "summary.md", lambda f: f.write(result.to_markdown())),
         "psnr_vs_sigma.png": _plot_psnr(result.summary, out_dir / "psnr_vs_sigma.png"),
     }

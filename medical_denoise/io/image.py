@@ -27,8 +27,8 @@ class LoadedImage:
     Args:
         array: pixel data, see above.
         format: "dicom", "nifti", "png", "jpeg" or "tiff".
-        modality: DICOM Modality ("CT", "MR", ...), "photo" for PNG/JPEG/TIFF, "unknown" for NIfTI
-            unless given.
+        modality: DICOM Modality ("CT", "MR", ...), "photo" for PNG/JPEG/TIFF; NIfTI: "CT" when its header or
+            values say so (:func:`~medical_denoise.io.readers.nifti_modality`), else "unknown"; or as given.
         source: the path handed to the reader (a file or a series folder).
         intensity: default mapping of ``array`` to the network range; see :mod:`.intensity`.
         files: every input file the image came from, in slice order (the writer refuses to write over them).

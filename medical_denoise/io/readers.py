@@ -6,13 +6,15 @@ Every failure is a ``FileNotFoundError`` or ``ValueError`` whose message starts 
 from __future__ import annotations
 
 import copy
+import logging
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from medical_denoise.io.image import LoadedImage
-from medical_denoise.io.intensity import IntensityMapping, default_intensity_mapping
+from medical_denoise.io.intensity import IntensityMapping, default_intensity_mapping, looks_like_hu
 
 __all__ = [
     "BITMAP_SUFFIXES",
@@ -22,6 +24,7 @@ __all__ = [
     "dicom_frame_rescale",
     "guess_format",
     "is_dicom_file",
+    "nifti_modality",
     "read_image",
 ]
 
@@ -30,6 +33,10 @@ BITMAP_SUFFIXES = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg"}
 TIFF_SUFFIXES = (".tif", ".tiff")
 #: suffixes read as DICOM even without the 128-byte preamble ("" = no suffix, common in PACS exports).
 DICOM_SUFFIXES = (".dcm", ".dicom", ".ima", "")
+logger = logging.getLogger(__name__)
+# a NIfTI header's descrip/intent_name naming CT or Hounsfield units: the upper-case words, so "ctx", "Thu" or
+# "CTRL" do not count ("hounsfield" is checked separately, in any case)
+_CT_HEADER = re.compile(r"(?<![A-Za-z])(CT|HU)(?![A-Za-z])")
 # names that may sit next to a series and are not slices
 _IGNORED_NAMES = {"DICOMDIR", "LICENSE", "LICENSE.TXT", "README", "README.TXT", "README.MD", "THUMBS.DB"}
 
@@ -77,8 +84,9 @@ def read_image(
         path: a DICOM file (single- or multi-frame), a folder holding exactly one DICOM series, a NIfTI
             file, or a PNG/JPEG/TIFF file.
         volume_index: for 4D NIfTI, which volume (last axis) to read; required when there are several.
-        modality: overrides the modality (e.g. "CT" for a NIfTI in HU, which has no modality tag); it
-            selects the default intensity mapping.
+        modality: overrides the modality (e.g. "CT" for a NIfTI in HU, or "MR" for a NIfTI the CT rule
+            mistook); it selects the default intensity mapping. Without it a NIfTI is "CT" when its header
+            says so or its values look like HU (:func:`nifti_modality`), else "unknown".
 
     Returns:
         the image, see :class:`LoadedImage` for the array layout.
@@ -106,9 +114,36 @@ def read_image(
         bad = int(np.size(image.array) - np.count_nonzero(np.isfinite(image.array)))
         raise ValueError(f"{path}: {bad} of {image.array.size} values are NaN or Inf; cannot denoise.")
     if modality is not None:
-        image.modality = modality
+        image.modality = str(modality)
         image.intensity = _default_mapping(image)
     return image
+
+
+def nifti_modality(header, array: np.ndarray) -> tuple[str, str]:
+    """Modality of a NIfTI image, which has no modality tag, and why.
+
+    Rule, in order: ``descrip`` or ``intent_name`` of the header names CT or HU (the upper-case words "CT" or
+    "HU", or "hounsfield" in any case) -> "CT"; values look like HU
+    (:func:`~medical_denoise.io.intensity.looks_like_hu`: integer-valued, minimum at air or padding) -> "CT";
+    else "unknown" (percentile mapping). Override with ``read_image(..., modality=...)``.
+
+    Args:
+        header: the nibabel header.
+        array: the voxels in original units (after scale factors).
+
+    Returns:
+        (modality, reason) -- the reason is logged.
+    """
+    for field in ("descrip", "intent_name"):
+        try:
+            text = bytes(np.asarray(header[field]).item()).decode("latin-1").strip("\x00 ")
+        except (KeyError, ValueError, TypeError, AttributeError):
+            continue
+        if _CT_HEADER.search(text) or "hounsfield" in text.lower():
+            return "CT", f"header {field} {text!r}"
+    if looks_like_hu(array):
+        return "CT", f"values look like HU (integers, minimum {float(np.min(array)):g})"
+    return "unknown", "no CT/HU in the header, values not HU-like"
 
 
 def _default_mapping(image: LoadedImage) -> IntensityMapping:
@@ -318,10 +353,13 @@ def _read_nifti(path: Path, volume_index: int | None) -> LoadedImage:
     slope, inter = img.dataobj.slope, img.dataobj.inter
     meta["nifti_slope"] = 1.0 if slope is None or not np.isfinite(slope) else float(slope)
     meta["nifti_inter"] = 0.0 if inter is None or not np.isfinite(inter) else float(inter)
+    array = data.astype(np.float32)[None]
+    modality, reason = nifti_modality(img.header, array) if np.isfinite(array).all() else ("unknown", "NaN/Inf")
+    logger.info("%s: NIfTI modality %s (%s)", path, modality, reason)
     image = LoadedImage(
-        array=data.astype(np.float32)[None],
+        array=array,
         format="nifti",
-        modality="unknown",
+        modality=modality,
         source=path,
         intensity=IntensityMapping(0.0, 1.0),
         files=(path,),

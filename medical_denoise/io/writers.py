@@ -8,6 +8,7 @@ place with ``os.replace`` only once every file of the output has been written; o
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import tempfile
 from collections.abc import Callable
@@ -19,6 +20,8 @@ from medical_denoise.io.image import LoadedImage
 from medical_denoise.io.readers import dicom_frame_rescale
 
 __all__ = ["DERIVED_SUFFIX", "default_output_name", "write_like"]
+
+logger = logging.getLogger(__name__)
 
 #: appended to SeriesDescription of derived DICOM series.
 DERIVED_SUFFIX = " denoised"
@@ -134,11 +137,27 @@ def _atomic_write(targets: list[Path], writers: list[Callable[[Path], None]]) ->
     return list(targets)
 
 
-def _quantize(values: np.ndarray, slope: float, inter: float, dtype: np.dtype) -> np.ndarray:
-    """Original units -> stored integers through ``stored * slope + inter``, rounded and clipped."""
+def _quantize(
+    values: np.ndarray, slope, inter, dtype: np.dtype, source: object = "", bounds: tuple[int, int] | None = None
+) -> np.ndarray:
+    """Original units -> stored integers through ``stored * slope + inter``, rounded.
+
+    Values outside the stored range (the dtype's, narrowed to ``bounds``, e.g. DICOM BitsStored) are clipped to
+    it, never wrapped, and their count is logged as a warning naming ``source``. ``slope``/``inter`` may be arrays
+    broadcasting against ``values`` (per-frame rescale along the last axis).
+    """
     stored = np.rint((np.asarray(values, dtype=np.float64) - inter) / slope)
     info = np.iinfo(dtype)
-    return np.clip(stored, info.min, info.max).astype(dtype)
+    low, high = int(info.min), int(info.max)
+    if bounds is not None:
+        low, high = max(low, int(bounds[0])), min(high, int(bounds[1]))
+    outside = int(np.count_nonzero((stored < low) | (stored > high)))
+    if outside:
+        logger.warning(
+            "%s: %d of %d values fall outside the stored range [%d, %d] (%s) and were clipped to it.",
+            source, outside, stored.size, low, high, np.dtype(dtype).name,
+        )  # fmt: skip
+    return np.clip(stored, low, high).astype(dtype)
 
 
 # ----------------------------------------------------------------------------------------------- DICOM
@@ -163,14 +182,19 @@ def _dicom_outputs(
     series_uid = generate_uid()
     syntaxes = image.meta.get("transfer_syntaxes", [""] * len(datasets))
 
-    def writer(ds, part, syntax):
-        return lambda tmp: _save_dicom(_derived_dataset(ds, part, series_uid, description, syntax), tmp)
+    names = list(image.files) if len(image.files) == len(datasets) else [image.source] * len(datasets)
 
-    return targets, [writer(ds, part, ts) for ds, part, ts in zip(datasets, parts, syntaxes)]
+    def writer(ds, part, syntax, name):
+        return lambda tmp: _save_dicom(_derived_dataset(ds, part, series_uid, description, syntax, name), tmp)
+
+    return targets, [writer(*args) for args in zip(datasets, parts, syntaxes, names)]
 
 
-def _derived_dataset(source, values: np.ndarray, series_uid: str, description: str, source_syntax: str):
-    """A copy of ``source`` with new pixels (C, H, W[, frames]) and the tags of a derived image."""
+def _derived_dataset(
+    source, values: np.ndarray, series_uid: str, description: str, source_syntax: str, name: object = ""
+):
+    """A copy of ``source`` with new pixels (C, H, W[, frames]) and the tags of a derived image; ``name`` (the
+    input file) is named when values had to be clipped to the stored range."""
     from pydicom.dataset import Dataset
     from pydicom.sequence import Sequence
     from pydicom.uid import ExplicitVRLittleEndian
@@ -186,10 +210,8 @@ def _derived_dataset(source, values: np.ndarray, series_uid: str, description: s
     dtype = np.dtype(f"{'i' if signed else 'u'}{bits_allocated // 8}")
     low, high = (-(2 ** (bits_stored - 1)), 2 ** (bits_stored - 1) - 1) if signed else (0, 2**bits_stored - 1)
     slopes, inters = dicom_frame_rescale(ds, nframes)
-    stored = np.stack(
-        [_quantize(frames[..., f], slopes[f], inters[f], dtype) for f in range(nframes)], axis=0
-    )  # (F, C, H, W)
-    stored = np.clip(stored, low, high).astype(dtype).transpose(0, 2, 3, 1)  # (F, H, W, C)
+    stored = _quantize(frames, slopes, inters, dtype, name, (low, high))  # (C, H, W, F), rescale per frame
+    stored = stored.transpose(3, 1, 2, 0)  # (F, H, W, C)
     samples = stored.shape[-1]
     photometric = "RGB" if samples == 3 else str(ds.PhotometricInterpretation)
     if samples == 1:
@@ -296,7 +318,7 @@ def _write_nifti(image: LoadedImage, array: np.ndarray, path: Path) -> None:
     if image.meta["volume_index"] is None and len(image.meta["nifti_shape"]) != data.ndim:
         data = data.reshape(image.meta["nifti_shape"])  # e.g. (X, Y, Z, 1) read as 3D
     if dtype.kind in "iu":
-        stored = _quantize(data, slope, inter, dtype.newbyteorder("="))
+        stored = _quantize(data, slope, inter, dtype.newbyteorder("="), image.source)
     else:
         stored = ((np.asarray(data, dtype=np.float64) - inter) / slope).astype(dtype.newbyteorder("="))
     import nibabel as nib
@@ -315,7 +337,7 @@ def _write_nifti(image: LoadedImage, array: np.ndarray, path: Path) -> None:
 def _bitmap_pixels(image: LoadedImage, array: np.ndarray) -> np.ndarray:
     """(C, H, W[, P]) float in original units -> (H, W[, 3]) or (P, H, W[, 3]) unsigned, rounded, clipped."""
     dtype = np.dtype(image.meta["dtype"])
-    pixels = _quantize(array, 1.0, 0.0, dtype)
+    pixels = _quantize(array, 1.0, 0.0, dtype, image.source)
     pixels = np.moveaxis(pixels, 0, -1) if pixels.ndim == 3 else pixels.transpose(3, 1, 2, 0)
     return pixels[..., 0] if pixels.shape[-1] == 1 else pixels
 

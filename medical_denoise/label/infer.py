@@ -1,10 +1,16 @@
-"""MONAI Label infer task returning the generator's denoised IMAGE (same format, geometry and dtype as the input).
+"""MONAI Label infer task returning the denoised IMAGE (same format, geometry and dtype as the input).
+
+Each request's image is given its model by the bundle's ``router``, as the bundle's ``inference`` run id does
+(:mod:`medical_denoise.io.routing`): RGB photographs -> the dermoscopy model, grayscale CT/MR/CR/... -> the
+clinical 2.5D model with its context slices and :class:`~medical_denoise.io.FidelityGuard`. An image no model
+fits, or whose model has no weights, is answered with HTTP 400 and the router's one-line reason; channels are
+never converted to fit a model.
 
 MONAI Label's own ``BundleInferTask`` cannot serve this bundle: it reads ``configs/inference.yaml`` alone (ours is
 merged on top of ``train.yaml``) and treats an output as a label map. This task reuses MONAI Label's
-``BasicInferTask`` for request handling, device choice and cached weight loading, and the project's file I/O
-(:func:`~medical_denoise.io.read_image`, :func:`~medical_denoise.io.predict_array`,
-:func:`~medical_denoise.io.write_like`) for reading, slice-by-slice prediction and writing.
+``BasicInferTask`` for request handling and the project's file I/O (:func:`~medical_denoise.io.read_image`,
+:func:`~medical_denoise.io.denoise_image`, :func:`~medical_denoise.io.write_like`) for reading, routing,
+slice-by-slice prediction and writing.
 """
 
 from __future__ import annotations
@@ -18,28 +24,39 @@ from typing import Any
 import numpy as np
 import pydicom
 from fastapi import HTTPException
-from monai.inferers import Inferer, SimpleInferer
-from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.basic_infer import BasicInferTask
 
-from medical_denoise.io import LoadedImage, default_intensity_mapping, predict_array, read_image, write_like
-from medical_denoise.label.bundle import BundleModel
-from medical_denoise.networks import GeneratorPredictor
+from medical_denoise.io import (
+    LoadedImage,
+    ModelRouter,
+    Route,
+    default_intensity_mapping,
+    denoise_image,
+    read_image,
+    write_like,
+)
+from medical_denoise.label.bundle import BundleRouter, ReloadingPredictor
 
-__all__ = ["DenoiseInferTask", "InverseIntensityd", "ReadImaged"]
+__all__ = ["DenoiseInferTask", "ReadImaged", "RouteImaged"]
 
 # what each input format is written back as (JPEG is lossy: lossless PNG instead, as the bundle's inference does)
 _SUFFIX = {"png": ".png", "jpeg": ".png", "tiff": ".tif", "dicom": ".dcm"}
-_LOADED, _MAPPING = "loaded_image", "intensity_mapping"
+_LOADED, _ROUTE = "loaded_image", "route"
 
 
 class ReadImaged:
-    """Reads ``data["image"]`` (a path) with :func:`~medical_denoise.io.read_image` and maps it to [0, 1].
+    """Reads ``data["image"]`` (a path) with :func:`~medical_denoise.io.read_image`.
 
-    Sets ``data["image"]`` to the float32 network-range array, and keeps the :class:`~medical_denoise.io.LoadedImage`
-    and its intensity mapping for writing back. Unreadable input raises ``HTTPException(400)`` naming the file.
+    Keeps the :class:`~medical_denoise.io.LoadedImage` in ``data["loaded_image"]`` and sets ``data["image"]`` to
+    its array (original units). Unreadable input raises ``HTTPException(400)`` naming the file.
+
+    Args:
+        modality: overrides the modality of every input (the router's ``modality``; e.g. "CT" for a NIfTI in HU).
     """
+
+    def __init__(self, modality: str | None = None) -> None:
+        self.modality = modality
 
     def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
         path = data["image"]
@@ -52,109 +69,116 @@ class ReadImaged:
                 "or let MONAI Label convert DICOMweb series to NIfTI (its default)",
             )
         try:
-            image = read_image(path)
+            image = read_image(path, modality=self.modality)
             _ybr_to_rgb(image)
         except (ValueError, FileNotFoundError) as e:
             raise HTTPException(status_code=400, detail=f"cannot read the input image: {e}") from e
-        data[_LOADED], data[_MAPPING] = image, image.intensity
-        data["image"] = image.intensity.forward(image.array)
+        data[_LOADED], data["image"] = image, image.array
         return data
 
 
-class InverseIntensityd:
-    """Maps ``data[key]`` from the network range back to the input's original units (float64)."""
+class RouteImaged:
+    """Picks the model for ``data["loaded_image"]`` with the bundle's router and stores the route in ``data["route"]``.
 
-    def __init__(self, key: str = "pred") -> None:
-        self.key = key
+    A model whose weights file changed since it was loaded is reloaded here, once per request.
+
+    Args:
+        router: the bundle's ``router`` (:func:`.bundle.load_bundle_router`).
+
+    Raises:
+        HTTPException: 400 with the router's one-line refusal (no model fits the image, or its weights are
+            missing or do not fit its network).
+    """
+
+    def __init__(self, router: ModelRouter) -> None:
+        self.router = router
 
     def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
-        data[self.key] = data[_MAPPING].inverse(data[self.key])
+        image = data[_LOADED]
+        try:
+            route = self.router.route(image)
+        except ValueError as e:
+            raise HTTPException(status_code=400, detail=str(e)) from e
+        if isinstance(route.predictor, ReloadingPredictor):
+            try:
+                route.predictor.refresh()
+            except ValueError as e:
+                detail = f"{image.source}: the {route.name} model cannot be used: {e}; pass --{route.spec.option} PATH."
+                raise HTTPException(status_code=400, detail=detail) from e
+        data[_ROUTE] = route
         return data
 
 
 class DenoiseInferTask(BasicInferTask):
-    """Denoises PNG/JPEG/TIFF images, NIfTI images or volumes and DICOM files with a ``gan_denoise`` generator.
+    """Denoises PNG/JPEG/TIFF images, NIfTI images or volumes and DICOM files with the ``gan_denoise`` models.
 
-    The 2D generator runs on whole images, and on volumes (and multi-frame DICOM) slice by slice along the last
-    axis, with the channel rule of :func:`~medical_denoise.io.predict_array` (grayscale input with an RGB model:
-    replicated, then averaged). The result is written like the input (PNG for PNG/JPEG, NIfTI with the input's
-    affine and header, a derived DICOM with new SOP/Series UIDs) and returned as the response's image; its type
-    is ``InferType.OTHERS`` since it is not a label map. DICOM series folders are refused (one file answers).
+    Each image goes to the model the bundle's router picks for it (module docstring) and is denoised by
+    :func:`~medical_denoise.io.denoise_image` exactly as the bundle's ``inference`` does: the image's intensity
+    mapping, 2D or 2.5D slabs slice by slice along the last axis, the model's fidelity guard, and voxels the
+    network left unchanged restored bit for bit. The result is written like the input (PNG for PNG/JPEG, NIfTI
+    with the input's affine and header, a derived DICOM with new SOP/Series UIDs) and returned as the response's
+    image; its type is ``InferType.OTHERS`` since it is not a label map. DICOM series folders are refused (one
+    file answers). The networks run on the bundle's ``device``.
 
     Args:
-        model: the bundle's network, weights path, channels and inferer (:func:`.bundle.load_bundle_model`).
+        models: the bundle's router and settings (:func:`.bundle.load_bundle_router`).
         description: shown by ``/info``.
-        preload: load the weights onto every device when the server starts.
+        preload: load the weights of every model that has them when the server starts.
     """
 
-    def __init__(self, model: BundleModel, description: str = "", preload: bool = False) -> None:
-        self.model = model
+    def __init__(self, models: BundleRouter, description: str = "", preload: bool = False) -> None:
+        self.models = models
         super().__init__(
-            path=str(model.weights),
-            network=model.network,
+            path=None,  # the router holds the weights; BasicInferTask's own loading is not used
+            network=None,
             type=InferType.OTHERS,
             labels=None,
             dimension=2,
-            description=description or f"{model.name} {model.version}: denoised image out (2D, volumes per slice)",
-            model_state_dict="generator",  # a training checkpoint's entry; a plain state dict loads as is
-            load_strict=True,
-            preload=preload,
+            description=description
+            or f"{models.name} {models.version}: denoised image out (RGB photos: dermoscopy model; grayscale "
+            "CT/MR/...: clinical 2.5D model)",
+            preload=False,  # BasicInferTask would load its (absent) single network
         )
+        if preload:
+            models.preload()
 
     def is_valid(self) -> bool:
-        return self.model.weights.is_file()
+        return bool(self.models.available())
 
     def pre_transforms(self, data: dict[str, Any] | None = None) -> Sequence[Callable]:
-        return [ReadImaged()]
-
-    def inferer(self, data: dict[str, Any] | None = None) -> Inferer:
-        # the bundle's sliding window pads small images up to its window; run those whole instead
-        shape = data[self.input_key].shape if data else ()
-        plane = shape[1:3] if len(shape) >= 3 else ()
-        if any(s > r for s, r in zip(plane, self.model.roi_size)):
-            return self.model.inferer
-        return SimpleInferer()
+        return [ReadImaged(self.models.router.modality), RouteImaged(self.models.router)]
 
     def post_transforms(self, data: dict[str, Any] | None = None) -> Sequence[Callable]:
-        return [InverseIntensityd(self.output_label_key)]
-
-    def _get_network(self, device: str, data: dict[str, Any] | None):
-        # BasicInferTask would silently serve random weights when the file is gone
-        if not self.model.weights.is_file():
-            raise MONAILabelException(MONAILabelError.INFERENCE_ERROR, f"weights {self.model.weights} not found")
-        return super()._get_network(device, data)
+        return []  # denoise_image returns the input's own units
 
     def run_inferer(self, data: dict[str, Any], convert_to_batch: bool = True, device: str = "cuda"):
-        network = self._get_network(device, data)
-        predictor = GeneratorPredictor(
-            network, inferer=self.inferer(data), device=device, self_ensemble=self.model.self_ensemble
-        )
-        image = data[_LOADED]
+        image: LoadedImage = data[_LOADED]
+        route: Route = data[_ROUTE]
         try:
-            data[self.output_label_key] = predict_array(
-                data[self.input_key],
-                predictor,
-                model_channels=self.model.channels,
-                batch_size=self.model.batch_size,
-                source=image.source,
-                device=device,
-            )
-        except ValueError as e:  # channel counts the model cannot take
+            data[self.output_label_key] = denoise_image(image, route, batch_size=self.models.batch_size)
+        except ValueError as e:  # what the model cannot take (e.g. colour-coded images at another scale)
             raise HTTPException(status_code=400, detail=str(e)) from e
         return data
 
     def writer(self, data: dict[str, Any], extension: str | None = None, dtype: Any = None) -> tuple[str, dict]:
         """Writes the denoised image to a temporary file (MONAI Label sends it and then deletes it)."""
-        image = data[_LOADED]
+        image: LoadedImage = data[_LOADED]
+        route: Route = data[_ROUTE]
         suffix = _nifti_suffix(image.source) if image.format == "nifti" else _SUFFIX[image.format]
         fd, name = tempfile.mkstemp(suffix=suffix, prefix="denoised_")
         os.close(fd)
+        description = route.spec.description or self.models.description  # as the bundle's inference writes it
         try:
-            write_like(image, data[self.output_label_key], name, description=self.description, overwrite=True)
+            write_like(image, data[self.output_label_key], name, description=description, overwrite=True)
         except BaseException:
             Path(name).unlink(missing_ok=True)
             raise
-        result = {"format": image.format, "shape": list(np.shape(image.array)), "weights": str(self.model.weights)}
+        result = {
+            "format": image.format,
+            "shape": list(np.shape(image.array)),
+            "model": route.name,
+            "weights": None if route.spec.checkpoint is None else str(route.spec.checkpoint),
+        }
         return name, result
 
 

@@ -1,13 +1,21 @@
-"""MONAI Label app: serves the ``gan_denoise`` bundle's generator as an image-to-image model.
+"""MONAI Label app: serves the ``gan_denoise`` bundle's models as one image-to-image model, routed per input.
 
     monailabel start_server --app medical_denoise/label --studies STUDIES_DIR \
-        [--conf weights PATH] [--conf bundle DIR] [--conf bundle_overrides JSON] [--conf model_name NAME]
+        [--conf weights PATH] [--conf clinical_weights PATH] [--conf model auto] [--conf modality CT] \
+        [--conf bundle DIR] [--conf bundle_overrides JSON] [--conf model_name NAME] [--conf preload true]
 
-Conf keys (all optional): ``bundle`` (default: the repository's ``bundles/gan_denoise``), ``weights`` (default:
-``<bundle>/models/model.pt``), ``bundle_overrides`` (a JSON object of bundle config ids, as on the bundle command
-line, e.g. ``{"network_def#channels": [8, 16]}`` for a checkpoint of another architecture), ``model_name``
-(default ``gan_denoise``), ``preload`` (``true``: load weights at start). Training, active learning and scoring
-are disabled: train with the bundle (``python -m monai.bundle run training ...``). See ``docs/monai_label.md``.
+Each request's image gets its model from the bundle's ``router``, as the bundle's ``inference`` run id does: RGB
+photographs -> the dermoscopy model, grayscale CT/MR/CR/... -> the clinical 2.5D model (HTTP 400 with a one-line
+reason when no model fits or its weights are missing).
+
+Conf keys (all optional): ``bundle`` (default: the installed or repository ``bundles/gan_denoise``), ``weights``
+(dermoscopy weights, default ``<bundle>/models/model.pt``), ``clinical_weights`` (grayscale 2.5D weights, default
+``<bundle>/models/clinical.pt``), ``model`` (``auto``, ``dermoscopy``, ``clinical``, ``ct`` or ``mr``, the bundle's
+``model`` key), ``modality`` (overrides every input's modality, e.g. ``CT`` for a NIfTI in HU), ``bundle_overrides``
+(a JSON object of bundle config ids, as on the bundle command line, e.g. ``{"network_def#channels": [8, 16]}``
+for a checkpoint of another architecture), ``model_name`` (default ``gan_denoise``), ``preload`` (``true``: load
+weights at start). Training, active learning and scoring are disabled: train with the bundle
+(``python -m monai.bundle run training ...``). See ``docs/monai_label.md``.
 """
 
 from __future__ import annotations
@@ -24,14 +32,14 @@ from monailabel.interfaces.tasks.train import TrainTask
 from monailabel.utils.others.generic import strtobool
 
 import medical_denoise
-from medical_denoise.label.bundle import DEFAULT_BUNDLE, load_bundle_model
+from medical_denoise.label.bundle import DEFAULT_BUNDLE, load_bundle_router
 from medical_denoise.label.infer import DenoiseInferTask
 
 logger = logging.getLogger(__name__)
 
 
 class MyApp(MONAILabelApp):
-    """Inference-only app with one model, the bundle's generator (``/infer/<model_name>`` returns an image).
+    """Inference-only app with one model name, the bundle's routed models (``/infer/<model_name>`` returns an image).
 
     Args:
         app_dir: the app folder (MONAI Label creates ``model/``, ``logs/`` ... in it).
@@ -46,11 +54,22 @@ class MyApp(MONAILabelApp):
             raise ValueError(f"--conf bundle_overrides must be a JSON object: {e}") from e
         if not isinstance(overrides, dict):
             raise ValueError(f"--conf bundle_overrides must be a JSON object, got {overrides!r}")
+        for key in ("model", "modality"):  # the bundle's own keys, as --model/--modality of its inference
+            if conf.get(key):
+                overrides[key] = conf[key]
         self.model_name = conf.get("model_name", "gan_denoise")
-        # fails here, before serving, when the bundle or weights are missing
-        self.bundle_model = load_bundle_model(conf.get("bundle", DEFAULT_BUNDLE), conf.get("weights"), overrides)
+        # fails here, before serving, when the bundle is missing, a given weights file is missing, or no model
+        # has weights; a model whose default weights are missing only refuses its own inputs
+        self.models = load_bundle_router(
+            conf.get("bundle", DEFAULT_BUNDLE), conf.get("weights"), conf.get("clinical_weights"), overrides
+        )
         self.preload = bool(strtobool(conf.get("preload", "false")))
-        logger.info("serving %s (weights %s) as %r", self.bundle_model.name, self.bundle_model.weights, self.model_name)
+        available = self.models.available()
+        for name, path in self.models.weights().items():
+            if name in available:
+                logger.info("serving the %s model (weights %s) as %r", name, path, self.model_name)
+            else:
+                logger.warning("%s model weights %s not found: its inputs are refused until they exist", name, path)
         super().__init__(
             app_dir=app_dir,
             studies=studies,
@@ -61,7 +80,7 @@ class MyApp(MONAILabelApp):
         )
 
     def init_infers(self) -> dict[str, InferTask]:
-        return {self.model_name: DenoiseInferTask(self.bundle_model, preload=self.preload)}
+        return {self.model_name: DenoiseInferTask(self.models, preload=self.preload)}
 
     def init_trainers(self) -> dict[str, TrainTask]:
         return {}  # training is the bundle's job; the GAN trainer is not a MONAI Label TrainTask
@@ -74,5 +93,12 @@ class MyApp(MONAILabelApp):
 
     def info(self) -> dict[str, Any]:
         info = super().info()
-        info["weights"] = str(self.bundle_model.weights)
+        weights = self.models.weights()
+        info["weights"] = weights.get("dermoscopy")  # the photo model's, as before routing
+        info["clinical_weights"] = weights.get("clinical")
+        info["routing"] = {
+            "model": self.models.router.model.value,
+            "modality": self.models.router.modality,
+            "available": self.models.available(),
+        }
         return info

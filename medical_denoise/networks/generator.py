@@ -30,9 +30,10 @@ class DenoiseUNet(nn.Module):
         norm: MONAI norm name (e.g. ``"batch"``), or None for no normalisation.
         act: MONAI activation name.
         dropout: dropout probability.
-        residual: if True the U-Net predicts the noise and the output is ``input - noise`` (needs
-            ``in_channels == out_channels``); by default it predicts the clean image directly, which trained
-            faster here (``benchmarks/residual_vs_direct.py``).
+        residual: if True the U-Net predicts the noise and the output is ``input - noise``; by default it
+            predicts the clean image directly, which trained faster on photographs
+            (``benchmarks/residual_vs_direct.py``). With ``in_channels = (2k + 1) * out_channels`` (a 2.5D stack
+            of neighbouring slices) the noise is subtracted from the centre ``out_channels`` block.
     """
 
     def __init__(
@@ -50,11 +51,17 @@ class DenoiseUNet(nn.Module):
     ) -> None:
         super().__init__()
         out_channels = in_channels if out_channels is None else out_channels
-        if residual and in_channels != out_channels:
-            raise ValueError(f"residual learning needs in_channels == out_channels, got {in_channels}, {out_channels}")
+        if residual and (in_channels % out_channels or (in_channels // out_channels) % 2 == 0):
+            raise ValueError(
+                "residual learning needs in_channels = (2k + 1) * out_channels (the centre block is the image), "
+                f"got {in_channels}, {out_channels}"
+            )
         self.spatial_dims = spatial_dims
         self.in_channels = in_channels
+        self.out_channels = out_channels
         self.residual = residual
+        # first input channel of the centre block: the image a residual output refers to
+        self.centre = (in_channels // out_channels // 2) * out_channels
         self.multiple = math.prod(strides)
         self.unet = UNet(
             spatial_dims=spatial_dims,
@@ -81,7 +88,7 @@ class DenoiseUNet(nn.Module):
         xp = F.pad(x, padding, mode="replicate") if sum(padding) > 0 else x
         y = self.unet(xp)
         if self.residual:
-            y = xp - y
+            y = xp[:, self.centre : self.centre + self.out_channels] - y
         if self.spatial_dims == 2:
             return y[:, :, : spatial[0], : spatial[1]]
         return y[:, :, : spatial[0], : spatial[1], : spatial[2]]

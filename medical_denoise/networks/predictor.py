@@ -12,13 +12,63 @@ from torch import nn
 
 from medical_denoise.networks.generator import load_generator
 
+__all__ = ["GeneratorPredictor", "bundle_denoiser", "bundle_predictor", "load_weights"]
+
+
+def load_weights(network: nn.Module, checkpoint: str | Path) -> nn.Module:
+    """:func:`load_generator` whose shape and key mismatches are one ``ValueError`` line, not torch's listing.
+
+    The message names the checkpoint, how many tensors differ and the first one, e.g. an RGB checkpoint
+    (3 -> 3 channels) given to the 2.5D grayscale network (3 -> 1): ``unet.model.2.0.conv.weight: checkpoint
+    (64, 3, 3, 3), network (64, 1, 3, 3)``. Callers that know which model was meant add what to pass instead.
+
+    Args:
+        network: the generator to fill.
+        checkpoint: a state dict file or a training checkpoint (see :func:`load_generator`).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: unreadable file, or its tensors do not fit ``network``.
+    """
+    try:
+        return load_generator(network, checkpoint)
+    except RuntimeError:  # load_state_dict: size mismatch, missing or unexpected keys (a multi-line listing)
+        pass
+    state = torch.load(Path(checkpoint), map_location="cpu", weights_only=True)
+    state = state.get("generator", state)
+    expected = network.state_dict()
+    differ = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    parts = []
+    if differ:
+        k = differ[0]
+        parts.append(
+            f"{len(differ)} of {len(expected)} tensors differ in shape, first {k}: checkpoint "
+            f"{tuple(state[k].shape)}, network {tuple(expected[k].shape)}"
+        )
+    if missing or unexpected:
+        first = (missing or unexpected)[0]
+        parts.append(f"{len(missing)} missing and {len(unexpected)} unexpected tensor names (first: {first})")
+    channels = _channels(network)
+    raise ValueError(
+        f"{checkpoint}: weights do not fit the {type(network).__name__}{channels} ({'; '.join(parts)})"
+    ) from None
+
+
+def _channels(network: nn.Module) -> str:
+    """`` taking 3 -> 1 channels`` when the network says so, else empty."""
+    cin, cout = getattr(network, "in_channels", None), getattr(network, "out_channels", None)
+    return f" taking {cin} -> {cout} channels" if cin is not None and cout is not None else ""
+
 
 class GeneratorPredictor:
     """Runs a generator in eval mode without gradients: ``(N, C, *spatial)`` in [0, 1] -> same shape.
 
     Args:
         network: the generator.
-        checkpoint: weights to load (``weights_only``); None keeps the network's current weights.
+        checkpoint: weights to load (``weights_only``, see :func:`load_weights`); None keeps the network's
+            current weights.
         inferer: e.g. MONAI ``SlidingWindowInferer`` to bound memory on large images; None runs whole images.
         device: where inputs are moved before the forward pass (default: the network's device).
         self_ensemble: average the outputs for the 8 flips/90-degree rotations of the last two axes (undone
@@ -34,7 +84,7 @@ class GeneratorPredictor:
         self_ensemble: bool = False,
     ) -> None:
         if checkpoint is not None:
-            load_generator(network, checkpoint)
+            load_weights(network, checkpoint)
         self.network = network.eval()
         self.inferer = inferer
         self.device = torch.device(device) if device is not None else next(network.parameters()).device

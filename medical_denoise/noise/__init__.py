@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .clinical import AddClinicalNoised, CTNoiseBankd
+from .ct_lowdose import LowDoseCTNoise
 from .degradations import downsample, gaussian_blur, jpeg_compress
 from .estimate import estimate_noise_level
 from .models import (
@@ -35,4 +37,7 @@ __all__ = [
     "Downsampled",
     "JpegCompressd",
     "stable_seed",
+    "LowDoseCTNoise",
+    "CTNoiseBankd",
+    "AddClinicalNoised",
 ]
