@@ -49,7 +49,9 @@ def train(residual: bool, images: list[torch.Tensor], held_out: torch.Tensor, ar
         if it % args.report_every == 0:
             with torch.no_grad():
                 out.append((it, psnr(net(noisy_val), held_out), time.time() - start))
-            print(f"{'residual' if residual else 'direct'} iteration {it}: held-out PSNR {out[-1][1]:.2f} dB", flush=True)
+            print(
+                f"{'residual' if residual else 'direct'} iteration {it}: held-out PSNR {out[-1][1]:.2f} dB", flush=True
+            )
     return out
 
 

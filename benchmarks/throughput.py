@@ -186,7 +186,7 @@ def bm3d_seconds_per_mp(size: int, sigma: float = 25.0) -> float:
 def machine_description() -> str:
     """Platform, CPUs, torch threads, GPU and current load of this machine."""
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    load = ", load average %.1f" % os.getloadavg()[0] if hasattr(os, "getloadavg") else ""
+    load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
     return (
         f"{platform.platform()}, {os.cpu_count()} CPUs ({torch.get_num_threads()} torch threads{load}), {gpu}, "
         f"torch {torch.__version__}"

@@ -41,8 +41,10 @@ def main() -> None:
     row = np.concatenate([np.clip(x, 0, 1) for x in (noisy, denoised, clean)], axis=2)
     save_png_atomic((np.moveaxis(row, 0, -1) * 255 + 0.5).astype(np.uint8), args.out)
     nlm = NLMeansDenoiser()(noisy)
-    print(f"{args.out}: {args.image}, sigma {args.sigma:g}, PSNR noisy {psnr(clean, noisy):.2f} dB, "
-          f"GAN {psnr(clean, denoised):.2f} dB, NLM {psnr(clean, nlm):.2f} dB")
+    print(
+        f"{args.out}: {args.image}, sigma {args.sigma:g}, PSNR noisy {psnr(clean, noisy):.2f} dB, "
+        f"GAN {psnr(clean, denoised):.2f} dB, NLM {psnr(clean, nlm):.2f} dB"
+    )
 
 
 if __name__ == "__main__":

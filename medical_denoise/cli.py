@@ -25,7 +25,6 @@ import logging
 import os
 import re
 import sys
-import tempfile
 import traceback
 import warnings
 from collections.abc import Iterator, Sequence
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from medical_denoise._optional import explain_import_error
+from medical_denoise.atomic import check_writable_dir
 from medical_denoise.bundle import BUNDLE_NAME, bundle_config_file, bundle_metadata, bundle_path
 
 __all__ = ["UsageError", "build_parser", "check_writable_dir", "main", "parse_overrides"]
@@ -215,33 +215,6 @@ def _literal(text: str) -> Any:
         return words.get(text.strip().lower(), text)
 
 
-def check_writable_dir(folder: str | Path) -> None:
-    """Refuse, before any work, an output folder that cannot be written.
-
-    The folder may not exist yet: then its nearest existing ancestor must be a writable folder.
-
-    Args:
-        folder: the output folder.
-
-    Raises:
-        NotADirectoryError: the path, or an ancestor, is a file.
-        PermissionError: the folder is read-only.
-    """
-    probe = Path(folder).expanduser().absolute()
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    if not probe.is_dir():
-        raise NotADirectoryError(f"{probe} is not a folder: cannot write outputs in {folder}.")
-    # root passes os.access on any folder; a folder without write bits is read-only on purpose, so it is refused too
-    if not os.access(probe, os.W_OK | os.X_OK) or not probe.stat().st_mode & 0o222:
-        raise PermissionError(f"{probe} is read-only: choose another output folder.")
-    try:  # read-only file systems and ACLs that the mode bits do not show
-        with tempfile.TemporaryFile(dir=probe):
-            pass
-    except OSError as e:
-        raise PermissionError(f"{probe} is not writable ({e.strerror or e}): choose another output folder.") from e
-
-
 def _denoise(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
     source = Path(args.input).expanduser()
     if not source.exists():
@@ -397,7 +370,10 @@ def _report(exc: BaseException, debug: bool) -> None:
     if message is None:
         lines = str(root).strip().splitlines() or [type(root).__name__]
         message = lines[0] if expected else f"{type(root).__name__}: {lines[0]}"
-        message = message.replace("pass overwrite=True", "pass --overwrite")  # the library speaks of its argument
+        # the library speaks of its arguments
+        message = message.replace("pass overwrite=True", "pass --overwrite").replace(
+            "skip_existing=True", "--skip_existing True"
+        )
         if len(lines) > 1 and not debug:
             message += " (...; --debug shows all)"
     print(f"{PROG}: error: {message}", file=sys.stderr)

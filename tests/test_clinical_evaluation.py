@@ -40,8 +40,8 @@ from medical_denoise.evaluation.clinical import (
     load_volume,
 )
 from medical_denoise.evaluation.metrics import bootstrap_ci, masked_psnr, masked_ssim
-from medical_denoise.networks import DenoiseUNet
 from medical_denoise.io import CT_WINDOW
+from medical_denoise.networks import DenoiseUNet
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "gan_denoise"
 CONFIGS = ["configs/train.yaml", "configs/clinical.yaml", "configs/evaluate.yaml"]
@@ -234,7 +234,9 @@ def test_metrics_use_the_given_range_without_clipping():
 def test_bootstrap_interval_stays_inside_the_observed_values():
     mean, low, high = bootstrap_ci([[0.91, 0.99]], resamples=500)
     assert (mean, low, high) == pytest.approx((0.95, 0.91, 0.99))
-    assert mean_ci([0.91, 0.99])[2] > 1.0  # a t-interval from 2 values leaves the SSIM range: the reason for the bootstrap
+    assert (
+        mean_ci([0.91, 0.99])[2] > 1.0
+    )  # a t-interval from 2 values leaves the SSIM range: the reason for the bootstrap
     values = [list(np.random.default_rng(0).uniform(0.97, 1.0, 20)), [0.99, 0.995, 1.0]]
     mean, low, high = bootstrap_ci(values, resamples=1000, seed=3)
     flat = np.concatenate([np.asarray(v) for v in values])
@@ -253,7 +255,9 @@ def dataset(tmp_path_factory) -> Path:
     ct_phantom(root / "ct.nii.gz", size=40, slices=5)
     mr_series(root / "mr")
     test = [{"image": "ct.nii.gz", "id": "ct_phantom", "modality": "CT"}, {"image": "mr", "id": "mr_series"}]
-    (root / "datalist.json").write_text(json.dumps({"dataset_dir": ".", "training": [], "validation": [], "test": test}))
+    (root / "datalist.json").write_text(
+        json.dumps({"dataset_dir": ".", "training": [], "validation": [], "test": test})
+    )
     return root
 
 

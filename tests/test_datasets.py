@@ -15,7 +15,6 @@ from medical_denoise.data import (
     resolve_dataset_dir,
     split_grouped,
 )
-from medical_denoise.data.layouts import ImageRecord
 
 
 def _jpg(path, seed=0):
@@ -52,10 +51,16 @@ def test_ham10000_layout_across_part_folders(tmp_path):
 def test_isic_challenge_layout_with_lesion_metadata(tmp_path):
     for i in range(4):
         _jpg(tmp_path / "ISIC_2019_Training_Input" / f"ISIC_{i:07d}.jpg", i)
-    _write_csv(tmp_path / "ISIC_2019_Training_GroundTruth.csv", ["image", "MEL", "NV"],
-               [(f"ISIC_{i:07d}", 1.0 if i < 2 else 0.0, 0.0 if i < 2 else 1.0) for i in range(4)])
-    _write_csv(tmp_path / "ISIC_2019_Training_Metadata.csv", ["image", "age_approx", "lesion_id"],
-               [(f"ISIC_{i:07d}", 50, f"L{i // 2}") for i in range(4)])
+    _write_csv(
+        tmp_path / "ISIC_2019_Training_GroundTruth.csv",
+        ["image", "MEL", "NV"],
+        [(f"ISIC_{i:07d}", 1.0 if i < 2 else 0.0, 0.0 if i < 2 else 1.0) for i in range(4)],
+    )
+    _write_csv(
+        tmp_path / "ISIC_2019_Training_Metadata.csv",
+        ["image", "age_approx", "lesion_id"],
+        [(f"ISIC_{i:07d}", 50, f"L{i // 2}") for i in range(4)],
+    )
     layout, records = find_images(tmp_path)
     assert layout == "isic_challenge"
     assert [(r.group, r.dx) for r in records] == [("L0", "MEL"), ("L0", "MEL"), ("L1", "NV"), ("L1", "NV")]
@@ -64,9 +69,15 @@ def test_isic_challenge_layout_with_lesion_metadata(tmp_path):
 def test_isic_cli_layout_groups_by_lesion_then_patient(tmp_path):
     for i in range(3):
         _jpg(tmp_path / f"ISIC_{i:07d}.jpg", i)
-    _write_csv(tmp_path / "metadata.csv", ["isic_id", "lesion_id", "patient_id", "diagnosis_3"],
-               [("ISIC_0000000", "IL_1", "IP_1", "Nevus"), ("ISIC_0000001", "", "IP_1", "Nevus"),
-                ("ISIC_0000002", "", "", "Melanoma")])
+    _write_csv(
+        tmp_path / "metadata.csv",
+        ["isic_id", "lesion_id", "patient_id", "diagnosis_3"],
+        [
+            ("ISIC_0000000", "IL_1", "IP_1", "Nevus"),
+            ("ISIC_0000001", "", "IP_1", "Nevus"),
+            ("ISIC_0000002", "", "", "Melanoma"),
+        ],
+    )
     layout, records = find_images(tmp_path)
     assert layout == "isic_cli"
     assert [r.group for r in records] == ["IL_1", "IP_1", "ISIC_0000002"]
@@ -108,8 +119,11 @@ def test_split_is_grouped_stratified_and_deterministic(tmp_path):
     _, records = find_images(tmp_path)
     splits = split_grouped(records, 0.1, 0.2, seed=3)
     groups = {k: {r.group for r in v} for k, v in splits.items()}
-    assert not (groups["training"] & groups["validation"] or groups["training"] & groups["test"]
-                or groups["validation"] & groups["test"])
+    assert not (
+        groups["training"] & groups["validation"]
+        or groups["training"] & groups["test"]
+        or groups["validation"] & groups["test"]
+    )
     assert sum(len(v) for v in splits.values()) == len(records)
     for dx in ("nv", "mel", "bkl"):  # every diagnosis is held out
         assert any(r.dx == dx for r in splits["test"])
@@ -157,7 +171,7 @@ def test_embedded_dataset_is_real_and_split(tmp_path):
 def test_ensure_channels():
     t = EnsureChannelsd("image", channels=3)
     assert t({"image": torch.rand(1, 8, 8)})["image"].shape == (3, 8, 8)
-    assert t({"image": np.random.rand(4, 8, 8)})["image"].shape == (3, 8, 8)
+    assert t({"image": np.random.default_rng(0).random((4, 8, 8))})["image"].shape == (3, 8, 8)
     grey = EnsureChannelsd("image", channels=1)({"image": torch.ones(3, 4, 4)})["image"]
     assert grey.shape == (1, 4, 4) and torch.allclose(grey, torch.ones(1, 4, 4))
     with pytest.raises(ValueError, match="2 channels"):

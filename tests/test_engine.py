@@ -69,7 +69,9 @@ def test_one_iteration_updates_generator_and_discriminator():
 def test_adversarial_term_waits_for_start_iteration():
     trainer = _trainer(_batches(2), adv_start_iteration=1)
     seen = []
-    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: seen.append(loss_summary(e.state.output)["adv_loss"]))
+    trainer.add_event_handler(
+        Events.ITERATION_COMPLETED, lambda e: seen.append(loss_summary(e.state.output)["adv_loss"])
+    )
     trainer.run()
     assert seen[0] == 0.0 and seen[1] > 0
 
@@ -77,7 +79,9 @@ def test_adversarial_term_waits_for_start_iteration():
 def test_training_reduces_pixel_loss():
     trainer = _trainer(_batches(1) * 30, adv_weight=0.0, lr=3e-3)
     seen = []
-    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: seen.append(loss_summary(e.state.output)["pixel_loss"]))
+    trainer.add_event_handler(
+        Events.ITERATION_COMPLETED, lambda e: seen.append(loss_summary(e.state.output)["pixel_loss"])
+    )
     trainer.run()
     assert np.mean(seen[-5:]) < 0.7 * np.mean(seen[:5])
 
@@ -112,7 +116,13 @@ def test_checkpoints_are_atomic_and_resumable(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "save", broken_save)
     trainer2 = _trainer(_batches(1), max_epochs=3)
-    saver = AtomicCheckpointSaver(save_dir=str(tmp_path), save_dict={"generator": trainer2.g_network}, save_interval=1, n_saved=1, file_prefix="other")
+    saver = AtomicCheckpointSaver(
+        save_dir=str(tmp_path),
+        save_dict={"generator": trainer2.g_network},
+        save_interval=1,
+        n_saved=1,
+        file_prefix="other",
+    )
     saver.attach(trainer2)
     with pytest.raises(OSError, match="disk full"):
         trainer2.run()
@@ -123,7 +133,9 @@ def test_checkpoints_are_atomic_and_resumable(tmp_path, monkeypatch):
 def test_init_weights_start_training_from_given_generator_weights(tmp_path, wrapped):
     torch.manual_seed(1)
     donor = DenoiseUNet(channels=(8, 16), strides=(2,), num_res_units=1)
-    state = {"generator": donor.state_dict()} if wrapped else donor.state_dict()  # training checkpoint / models/model.pt
+    state = (
+        {"generator": donor.state_dict()} if wrapped else donor.state_dict()
+    )  # training checkpoint / models/model.pt
     torch.save(state, tmp_path / "weights.pt")
     trainer = _trainer(_batches(1), adv_weight=0.0, lr=0.0)  # lr 0: after the run the weights are the loaded ones
     assert not all(torch.equal(v, trainer.g_network.state_dict()[k]) for k, v in donor.state_dict().items())

@@ -14,6 +14,7 @@ from scipy.ndimage import gaussian_filter
 from skimage import data, img_as_float
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+from medical_denoise.atomic import atomic_write
 from medical_denoise.evaluation import (
     BM3DDenoiser,
     NLMeansDenoiser,
@@ -28,7 +29,6 @@ from medical_denoise.evaluation import (
     ms_ssim,
     run_comparison,
 )
-from medical_denoise.atomic import atomic_write
 from medical_denoise.evaluation.metrics import ms_ssim_min_size
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -204,7 +204,7 @@ def test_format_markdown_bolds_best_per_sigma():
     images = [("a", camera_crop(32)), ("b", camera_crop(32, top=300))]
     result = run_comparison(images, [25, 50], {"blur": blur}, progress=False)
     md = format_markdown(result.summary)
-    lines = [line for line in md.splitlines() if line.startswith("| 25 ") or line.startswith("| 50 ")]
+    lines = [line for line in md.splitlines() if line.startswith(("| 25 ", "| 50 "))]
     assert len(lines) == 4
     for line in lines:
         is_blur = "| blur |" in line

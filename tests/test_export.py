@@ -58,4 +58,3 @@ def test_onnx_parity_detects_a_different_network(network, onnx_file):
 def test_onnx_parity_reports_missing_file(network, tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.onnx"):
         onnx_parity(network, tmp_path / "missing.onnx", torch.rand(1, 3, 8, 8))
-

@@ -18,7 +18,7 @@ from PIL import Image
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
-from medical_denoise.io import ModelRouter, ModelSpec, denoise_path, predict_array, read_image
+from medical_denoise.io import FailedInputsError, ModelRouter, ModelSpec, denoise_path, predict_array, read_image
 
 pytestmark = pytest.mark.filterwarnings("ignore:builtin type:DeprecationWarning")
 
@@ -73,13 +73,15 @@ def test_identity_round_trip_series_each_file_keeps_its_slice(tmp_path):
         calls.append(tuple(x.shape))
         return x
 
-    out = denoise_path(tmp_path / "ser", tmp_path / "out", recording, model_channels=1, description="id",
-                       batch_size=3, progress=False)
+    out = denoise_path(
+        tmp_path / "ser", tmp_path / "out", recording, model_channels=1, description="id", batch_size=3, progress=False
+    )
     assert calls == [(3, 1, 128, 128), (1, 1, 128, 128)]  # slice by slice, in batches
     assert sorted(out) == sorted(tmp_path / "out" / "ser" / f.name for f in files)
     for f in files:
-        np.testing.assert_array_equal(pydicom.dcmread(tmp_path / "out" / "ser" / f.name).pixel_array,
-                                      pydicom.dcmread(f).pixel_array)
+        np.testing.assert_array_equal(
+            pydicom.dcmread(tmp_path / "out" / "ser" / f.name).pixel_array, pydicom.dcmread(f).pixel_array
+        )
 
 
 def test_identity_round_trip_nifti_within_one_step(tmp_path):
@@ -151,14 +153,25 @@ def test_channel_rule_rgb_image_grayscale_model_only_when_asked(tmp_path):
 def test_unsupported_channel_count_and_bad_predictor(tmp_path):
     Image.fromarray(np.zeros((5, 5, 3), np.uint8)).save(tmp_path / "rgb.png")
     with pytest.raises(ValueError, match="rgb.png"):
-        denoise_path(tmp_path / "rgb.png", tmp_path / "o", identity, model_channels=2, description="x",
-                     progress=False)
+        denoise_path(tmp_path / "rgb.png", tmp_path / "o", identity, model_channels=2, description="x", progress=False)
     with pytest.raises(ValueError, match="predictor returned"):
-        denoise_path(tmp_path / "rgb.png", tmp_path / "o", lambda x: x[:, :, :2], model_channels=3,
-                     description="x", progress=False)
+        denoise_path(
+            tmp_path / "rgb.png",
+            tmp_path / "o",
+            lambda x: x[:, :, :2],
+            model_channels=3,
+            description="x",
+            progress=False,
+        )
     with pytest.raises(ValueError, match="NaN"):
-        denoise_path(tmp_path / "rgb.png", tmp_path / "o", lambda x: x * np.nan, model_channels=3,
-                     description="x", progress=False)
+        denoise_path(
+            tmp_path / "rgb.png",
+            tmp_path / "o",
+            lambda x: x * np.nan,
+            model_channels=3,
+            description="x",
+            progress=False,
+        )
     assert not (tmp_path / "o").exists()
 
 
@@ -189,13 +202,16 @@ def _bad_inputs(tmp_path: Path) -> list[Path]:
     (bad / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(100))
     (bad / "notes.txt").write_text("hello")
     nib.Nifti1Image(np.full((4, 4, 3), np.nan, np.float32), np.eye(4)).to_filename(bad / "nan.nii.gz")
-    # a folder with a 2-file series and a file of another series: per file would cut the volume apart
-    mixed = make_series(bad / "mixed", n=2)
-    ds = pydicom.dcmread(mixed[0])
-    ds.SeriesInstanceUID = generate_uid()
-    ds.save_as(bad / "mixed" / "other.dcm", enforce_file_format=True)
-    return [bad / "missing.png", bad / "empty", dicom_file("MR_truncated.dcm"), bad / "zero.png",
-            bad / "corrupt.png", bad / "notes.txt", bad / "nan.nii.gz", bad / "mixed"]
+    # (a folder mixing series is grouped by SeriesInstanceUID now: tests/test_inference_folders.py)
+    return [
+        bad / "missing.png",
+        bad / "empty",
+        dicom_file("MR_truncated.dcm"),
+        bad / "zero.png",
+        bad / "corrupt.png",
+        bad / "notes.txt",
+        bad / "nan.nii.gz",
+    ]
 
 
 def test_bad_inputs_name_the_file_and_write_nothing(tmp_path):
@@ -209,14 +225,14 @@ def test_bad_inputs_name_the_file_and_write_nothing(tmp_path):
         assert os.listdir(out_dir) == ["keep.txt"], path
 
 
-def test_folder_with_one_bad_file_rolls_back(tmp_path):
+def test_folder_with_one_bad_file_keeps_the_good_ones(tmp_path):
     (tmp_path / "in").mkdir()
     Image.fromarray(np.zeros((5, 5), np.uint8)).save(tmp_path / "in" / "a.png")  # processed first
     (tmp_path / "in" / "b.png").write_bytes(b"garbage")
-    with pytest.raises(ValueError, match="b.png"):
-        denoise_path(tmp_path / "in", tmp_path / "out", identity, model_channels=1, description="x",
-                     progress=False)
-    assert not (tmp_path / "out").exists()
+    with pytest.raises(FailedInputsError, match="b.png") as err:
+        denoise_path(tmp_path / "in", tmp_path / "out", identity, model_channels=1, description="x", progress=False)
+    assert os.listdir(tmp_path / "out") == ["a.png"]  # written before the bad file, and kept
+    assert err.value.written == [tmp_path / "out" / "a.png"]
 
 
 def test_progress_bar_runs(tmp_path, capsys):

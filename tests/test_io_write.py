@@ -49,9 +49,21 @@ def test_derived_ct_dicom_keeps_patient_study_geometry(tmp_path):
     out = write_like(image, image.array, tmp_path / "ct.dcm", description="cGAN v1")
     assert out == [tmp_path / "ct.dcm"]
     a, b = pydicom.dcmread(src), pydicom.dcmread(out[0])
-    for keyword in ("PatientName", "PatientID", "StudyInstanceUID", "StudyDate", "PatientBirthDate", "Modality",
-                    "PixelSpacing", "ImagePositionPatient", "ImageOrientationPatient", "SliceThickness",
-                    "RescaleSlope", "RescaleIntercept", "SOPClassUID"):
+    for keyword in (
+        "PatientName",
+        "PatientID",
+        "StudyInstanceUID",
+        "StudyDate",
+        "PatientBirthDate",
+        "Modality",
+        "PixelSpacing",
+        "ImagePositionPatient",
+        "ImageOrientationPatient",
+        "SliceThickness",
+        "RescaleSlope",
+        "RescaleIntercept",
+        "SOPClassUID",
+    ):
         assert b.get(keyword) == a.get(keyword), keyword
     assert b.SeriesInstanceUID != a.SeriesInstanceUID and b.SOPInstanceUID != a.SOPInstanceUID
     assert b.file_meta.MediaStorageSOPInstanceUID == b.SOPInstanceUID
@@ -122,8 +134,10 @@ def test_series_folder_written_as_one_new_series(tmp_path):
     assert derived[0].SeriesInstanceUID != image.datasets[0].SeriesInstanceUID
     assert len({ds.SOPInstanceUID for ds in derived}) == 3
     for f in files:  # each output file carries its own input slice
-        np.testing.assert_array_equal(pydicom.dcmread(tmp_path / "out" / "in" / f.name).ImagePositionPatient,
-                                      pydicom.dcmread(f).ImagePositionPatient)
+        np.testing.assert_array_equal(
+            pydicom.dcmread(tmp_path / "out" / "in" / f.name).ImagePositionPatient,
+            pydicom.dcmread(f).ImagePositionPatient,
+        )
 
 
 def test_nifti_keeps_affine_header_dtype_and_scaling(tmp_path):

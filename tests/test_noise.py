@@ -61,7 +61,7 @@ def test_poisson_gaussian_variance_is_linear_in_signal():
         var.append(y.var())
         mean.append(y.mean())
     var = np.array(var)
-    np.testing.assert_allclose(mean, xs, atol=5 * math.sqrt((a + b)) / math.sqrt(n))  # unbiased
+    np.testing.assert_allclose(mean, xs, atol=5 * math.sqrt(a + b) / math.sqrt(n))  # unbiased
     np.testing.assert_allclose(var, a * xs + b, rtol=5 * math.sqrt(2 / n))
     slope, intercept = np.polyfit(xs, var, 1)
     assert slope == pytest.approx(a, rel=0.05) and intercept == pytest.approx(b, rel=0.3)
@@ -231,7 +231,7 @@ def test_seed_key_uses_filename_of_metatensor_or_meta_dict():
 
 def test_no_wraparound_near_one_and_clip():
     near_one = np.full((1, 64, 64), 254 / 255, np.float32)
-    d = AddNoised(level=25.0)(({"image": near_one}))
+    d = AddNoised(level=25.0)({"image": near_one})
     assert d["image"].max() > 1.0 and d["image"].min() > 0.5  # exceeds 1, never wraps to ~0
     c = AddNoised(level=25.0, clip=True)({"image": near_one})
     assert c["image"].max() <= 1.0 and c["image"].min() >= 0.0

@@ -44,9 +44,15 @@ def test_same_seed_same_run(env, uninterrupted):
     environ, tmp = env
     out, log = uninterrupted
     again = bundle(*_args(tmp / "again"), env=environ)
-    psnr = lambda text: [line.split("val_psnr: ")[1].split()[0] for line in text.splitlines() if "Metrics -- val_psnr" in line]  # noqa: E731
+
+    def psnr(text: str) -> list[str]:
+        return [line.split("val_psnr: ")[1].split()[0] for line in text.splitlines() if "Metrics -- val_psnr" in line]
+
     assert psnr(log) and psnr(log) == psnr(again.stdout + again.stderr)
-    a, b = _generator(out / "checkpoints" / f"checkpoint_epoch={EPOCHS}.pt"), _generator(tmp / "again" / "checkpoints" / f"checkpoint_epoch={EPOCHS}.pt")
+    a, b = (
+        _generator(out / "checkpoints" / f"checkpoint_epoch={EPOCHS}.pt"),
+        _generator(tmp / "again" / "checkpoints" / f"checkpoint_epoch={EPOCHS}.pt"),
+    )
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 

@@ -17,7 +17,11 @@ def test_adversarial_term_is_on_for_most_of_the_schedule(overlays, tmp_path):
     parser.update({"bundle_root": str(BUNDLE), "output_dir": str(tmp_path)})
     num_epochs = parser.get_parsed_content("num_epochs")
     # the schedule arithmetic only: iterations per epoch of the default data, without building the cache
-    per_epoch = parser.get_parsed_content("draws_per_epoch") // parser.get_parsed_content("images_per_batch") if overlays else None
+    per_epoch = (
+        parser.get_parsed_content("draws_per_epoch") // parser.get_parsed_content("images_per_batch")
+        if overlays
+        else None
+    )
     if per_epoch is None:
         datalist = parser.get_parsed_content("datalist")  # embedded default images, split into tmp_path
         from monai.data import load_decathlon_datalist

@@ -60,7 +60,9 @@ def test_clean_slice_comes_back_unchanged(network, name):
     assert 20 * np.log10(dynamic_range / rmse) >= 45.0
 
 
-@pytest.mark.parametrize(("name", "noise"), [("CT_small.dcm", {"ct_sigma_hu": 25.0}), ("MR_small.dcm", {"mr_sigma": 0.05})])
+@pytest.mark.parametrize(
+    ("name", "noise"), [("CT_small.dcm", {"ct_sigma_hu": 25.0}), ("MR_small.dcm", {"mr_sigma": 0.05})]
+)
 def test_noisy_slice_gets_better(network, name, noise):
     slab = _slab(name, network.centre)
     add = AddClinicalNoised("image", clean_prob=0.0, lowdose_prob=0.0, seed_key="id", **noise)

@@ -144,7 +144,7 @@ def test_sr_evaluation_feeds_the_model_the_low_resolution_input():
                             progress=False)  # fmt: skip
     assert set(seen) == {(3, 24, 20)}
     by_method = {(r.image_id, r.sigma, r.method): r.psnr for r in result.rows}
-    for (image_id, sigma, method), value in by_method.items():  # a bicubic "GAN" scores exactly like bicubic
+    for (image_id, sigma, _method), value in by_method.items():  # a bicubic "GAN" scores exactly like bicubic
         assert value == pytest.approx(by_method[(image_id, sigma, "bicubic")], abs=1e-4)
     with pytest.raises(KeyError, match="not produced"):
         chain.low_resolution(np.zeros((3, 48, 40), np.float32))
@@ -272,7 +272,9 @@ def test_sr_inference_writes_larger_dicom_with_the_same_extent(tmp_path, scale, 
     for edge_before, edge_after in zip(dicom_edges(before), dicom_edges(after)):
         assert np.abs(edge_before - edge_after).max() < float(after.PixelSpacing[0]) / 2
     # bicubic of the HU image: the mean intensity is kept (a geometry bug would not break this, a scaling bug would)
-    assert abs(float(after.pixel_array.mean()) - float(before.pixel_array.mean())) < 0.02 * float(before.pixel_array.std())
+    assert abs(float(after.pixel_array.mean()) - float(before.pixel_array.mean())) < 0.02 * float(
+        before.pixel_array.std()
+    )
 
 
 def test_sr_inference_writes_larger_nifti_and_png(tmp_path):

@@ -1,6 +1,14 @@
 from __future__ import annotations
 
-from .clinical import CenterSliced, ClinicalSlabd, LoadClinicald, balanced_weights, RandSliced, clinical_format, find_clinical_images
+from .clinical import (
+    CenterSliced,
+    ClinicalSlabd,
+    LoadClinicald,
+    RandSliced,
+    balanced_weights,
+    clinical_format,
+    find_clinical_images,
+)
 from .embedded import prepare_embedded_dataset, resolve_dataset_dir
 from .layouts import find_images
 from .records import ImageRecord

@@ -26,7 +26,15 @@ from medical_denoise.data.transforms import EnsureChannelsd
 from medical_denoise.io import read_image
 from medical_denoise.io.readers import _IGNORED_NAMES, NIFTI_SUFFIXES, is_dicom_file
 
-__all__ = ["CenterSliced", "ClinicalSlabd", "balanced_weights", "LoadClinicald", "RandSliced", "clinical_format", "find_clinical_images"]
+__all__ = [
+    "CenterSliced",
+    "ClinicalSlabd",
+    "balanced_weights",
+    "LoadClinicald",
+    "RandSliced",
+    "clinical_format",
+    "find_clinical_images",
+]
 
 _DICOM_NAMED = (".dcm", ".dicom", ".ima")
 # suffixes that are certainly not DICOM: skip the magic-number check for them
@@ -67,7 +75,10 @@ def _dicom_header(path: Path) -> Any | None:
 
     try:
         return pydicom.dcmread(
-            path, stop_before_pixels=True, force=True, specific_tags=["SeriesInstanceUID", "PatientID", "NumberOfFrames"]
+            path,
+            stop_before_pixels=True,
+            force=True,
+            specific_tags=["SeriesInstanceUID", "PatientID", "NumberOfFrames"],
         )
     except Exception:  # pydicom raises many types on damaged files
         return None
@@ -218,7 +229,11 @@ class _Sliced(MapTransform):
     """Shared part of the slicing transforms: one index for every key, a copy of that slice."""
 
     def __init__(
-        self, keys: KeysCollection, axis: int = -1, slice_key: str | None = "slice_index", allow_missing_keys: bool = False
+        self,
+        keys: KeysCollection,
+        axis: int = -1,
+        slice_key: str | None = "slice_index",
+        allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.axis = axis
@@ -264,7 +279,11 @@ class RandSliced(Randomizable, _Sliced):
     """
 
     def __init__(
-        self, keys: KeysCollection, axis: int = -1, slice_key: str | None = "slice_index", allow_missing_keys: bool = False
+        self,
+        keys: KeysCollection,
+        axis: int = -1,
+        slice_key: str | None = "slice_index",
+        allow_missing_keys: bool = False,
     ) -> None:
         _Sliced.__init__(self, keys, axis, slice_key, allow_missing_keys)
         self._index = 0
@@ -346,7 +365,9 @@ class ClinicalSlabd(Randomizable, MapTransform):
             if volume.ndim == 3:
                 volume = volume[..., None]
             if volume.ndim != 4 or volume.shape[0] != 1:
-                raise ValueError(f"'{key}': expected a grayscale (1, H, W[, D]) image, got shape {tuple(volume.shape)}.")
+                raise ValueError(
+                    f"'{key}': expected a grayscale (1, H, W[, D]) image, got shape {tuple(volume.shape)}."
+                )
             depth = int(volume.shape[-1])
             if self.random:
                 self.randomize(depth)

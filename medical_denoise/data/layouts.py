@@ -145,9 +145,7 @@ def find_images(dataset_dir: str | Path, skip_missing: bool = False) -> tuple[st
     elif cli := _csv_with_columns(root, {"isic_id"}, "metadata.csv"):
         layout, csv_path = "isic_cli", cli
         dx_col = lambda r: (r.get("diagnosis_3") or r.get("diagnosis") or r.get("diagnosis_1") or "").strip()  # noqa: E731
-        records, missing = _records_from_rows(
-            root, _read_csv(cli), "isic_id", cli, ("lesion_id", "patient_id"), dx_col
-        )
+        records, missing = _records_from_rows(root, _read_csv(cli), "isic_id", cli, ("lesion_id", "patient_id"), dx_col)
     elif gt := _csv_with_columns(root, {"image"}):
         layout, csv_path = "isic_challenge", gt
         rows = _read_csv(gt)
@@ -173,7 +171,5 @@ def find_images(dataset_dir: str | Path, skip_missing: bool = False) -> tuple[st
             raise FileNotFoundError(message + " (pass skip_missing=True to train without them)")
         logger.warning(message)
     if not records:
-        raise ValueError(
-            f"no images found in {root} (looked for {', '.join(IMAGE_SUFFIXES)}, NIfTI and DICOM files)"
-        )
+        raise ValueError(f"no images found in {root} (looked for {', '.join(IMAGE_SUFFIXES)}, NIfTI and DICOM files)")
     return layout, sorted(records, key=lambda r: r.id)

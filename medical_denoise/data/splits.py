@@ -109,7 +109,12 @@ def prepare_datalist(
     for name in ("training", "validation"):
         if not splits[name]:
             raise ValueError(f"{dataset_dir}: {len(records)} image(s) leave the {name} split empty; add images")
-    data = {"layout": layout, "dataset_dir": str(dataset_dir), **settings, **{k: [r.to_dict() for r in v] for k, v in splits.items()}}
+    data = {
+        "layout": layout,
+        "dataset_dir": str(dataset_dir),
+        **settings,
+        **{k: [r.to_dict() for r in v] for k, v in splits.items()},
+    }
     write_json_atomic(data, datalist_path)
     counts = ", ".join(f"{k}={len(v)}" for k, v in splits.items())
     logger.info("%s layout '%s': %s -> %s", dataset_dir, layout, counts, datalist_path)

@@ -19,7 +19,12 @@ from medical_denoise.engine.trainer import PIXEL_LOSS
 def loss_summary(output: Any) -> dict[str, float]:
     """Pick the scalar losses from a (possibly decollated) ``ConditionalGanTrainer`` output, for logging."""
     first = output[0] if isinstance(output, (list, tuple)) else output
-    names = {Keys.LOSS: "g_loss", "discriminator_loss": "d_loss", PIXEL_LOSS: "pixel_loss", "generator_loss": "adv_loss"}
+    names = {
+        Keys.LOSS: "g_loss",
+        "discriminator_loss": "d_loss",
+        PIXEL_LOSS: "pixel_loss",
+        "generator_loss": "adv_loss",
+    }
     return {short: float(first[key]) for key, short in names.items() if key in first}
 
 

@@ -9,13 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from ignite.engine import Engine, Events
 from monai.data.utils import set_rnd
 from monai.handlers import CheckpointLoader
 
 from medical_denoise.engine.handlers import loss_summary
-
 
 _UNSET = (None, "", False, "None", "null")  # how configs and the command line spell "no checkpoint"
 
@@ -50,7 +48,9 @@ def resume_handlers(
     return [CheckpointLoader(load_path=str(path), load_dict=load_dict, map_location=map_location)]
 
 
-def init_handlers(init_weights: str | Path | None, network: torch.nn.Module, map_location=None) -> list[CheckpointLoader]:
+def init_handlers(
+    init_weights: str | Path | None, network: torch.nn.Module, map_location=None
+) -> list[CheckpointLoader]:
     """Handlers that start training from existing generator weights (fine-tuning), for a trainer's handler list.
 
     Attach them before :func:`resume_handlers`: a resumed run then gets its own newer weights, not these.
@@ -113,7 +113,7 @@ class EpochSeeder:
         epoch_seed = self.seed + 1000 * engine.state.epoch
         # not monai's set_determinism: that also forces slow deterministic cuDNN kernels on every epoch
         torch.manual_seed(epoch_seed)
-        np.random.seed(epoch_seed % 2**32)
+        np.random.seed(epoch_seed % 2**32)  # noqa: NPY002  (MONAI's transforms draw from the global state)
         random.seed(epoch_seed)
         if self.dataset is not None:
             set_rnd(self.dataset, epoch_seed)

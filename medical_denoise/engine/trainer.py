@@ -6,13 +6,13 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
+from ignite.metrics import Metric
 from monai.engines import Trainer
 from monai.engines.utils import default_metric_cmp_fn, default_prepare_batch
 from monai.inferers import Inferer, SimpleInferer
 from monai.transforms import Transform
 from monai.utils import AdversarialIterationEvents, AdversarialKeys
 from monai.utils.enums import CommonKeys as Keys
-from ignite.metrics import Metric
 from torch.optim import Optimizer
 
 PIXEL_LOSS = "pixel_loss"
@@ -143,7 +143,9 @@ class ConditionalGanTrainer(Trainer):
         self.g_inferer = SimpleInferer() if g_inferer is None else g_inferer
         self.grad_clip_norm = grad_clip_norm
         self.optim_set_to_none = optim_set_to_none
-        self.amp_dtype = (amp_kwargs or {}).get("dtype", torch.float16 if torch.device(device).type == "cuda" else torch.bfloat16)
+        self.amp_dtype = (amp_kwargs or {}).get(
+            "dtype", torch.float16 if torch.device(device).type == "cuda" else torch.bfloat16
+        )
         use_scaler = amp and self.amp_dtype == torch.float16
         self.g_scaler = torch.amp.GradScaler(torch.device(device).type, enabled=use_scaler)
         self.d_scaler = torch.amp.GradScaler(torch.device(device).type, enabled=use_scaler)

@@ -177,7 +177,9 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, f
     return mean, mean - half, mean + half
 
 
-def _check_pair(clean: np.ndarray, output: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _check_pair(
+    clean: np.ndarray, output: np.ndarray, mask: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     ref = np.asarray(clean, dtype=np.float64)
     out = np.asarray(output, dtype=np.float64)
     if ref.ndim != 2 or ref.shape != out.shape:
@@ -192,7 +194,9 @@ def _check_pair(clean: np.ndarray, output: np.ndarray, mask: np.ndarray | None) 
     return ref, out, keep
 
 
-def masked_psnr(clean: np.ndarray, output: np.ndarray, data_range: float = DATA_RANGE, mask: np.ndarray | None = None) -> float:
+def masked_psnr(
+    clean: np.ndarray, output: np.ndarray, data_range: float = DATA_RANGE, mask: np.ndarray | None = None
+) -> float:
     """PSNR in dB, ``10 log10(data_range^2 / MSE)`` over the masked pixels, without clipping (inf when exact).
 
     Args:
@@ -206,7 +210,9 @@ def masked_psnr(clean: np.ndarray, output: np.ndarray, data_range: float = DATA_
     return math.inf if mse == 0.0 else float(10.0 * np.log10(data_range**2 / mse))
 
 
-def masked_ssim(clean: np.ndarray, output: np.ndarray, data_range: float = DATA_RANGE, mask: np.ndarray | None = None) -> float:
+def masked_ssim(
+    clean: np.ndarray, output: np.ndarray, data_range: float = DATA_RANGE, mask: np.ndarray | None = None
+) -> float:
     """SSIM with skimage's defaults (7x7 uniform window), without clipping, averaged over the masked pixels.
 
     skimage's SSIM map is averaged over the pixels a full window fits around (a 3-pixel border is left out, as in

@@ -202,8 +202,19 @@ def run_comparison(
                     raise ValueError(f"add_noise changed the shape of {image_id!r}: {clean.shape} -> {noisy.shape}.")
                 noisy = noisy.astype(np.float32, copy=False)  # the documented input type of every denoiser
                 noisy_scores = score_image(clean, noisy)
-                rows.append(ImageResult(image_id, sigma, NOISY, noisy_scores.psnr, noisy_scores.ssim,
-                                        noisy_scores.ms_ssim, 0.0, megapixels, 0.0))
+                rows.append(
+                    ImageResult(
+                        image_id,
+                        sigma,
+                        NOISY,
+                        noisy_scores.psnr,
+                        noisy_scores.ssim,
+                        noisy_scores.ms_ssim,
+                        0.0,
+                        megapixels,
+                        0.0,
+                    )
+                )
                 bar.update(1)
                 for name, method in methods.items():
                     kwargs = {"sigma": sigma} if name in with_sigma else {}
@@ -218,8 +229,19 @@ def run_comparison(
                         raise ValueError(f"{where}: shape {output.shape}, expected {clean.shape}.")
                     check_image(output, where)
                     scores = score_image(clean, output)
-                    rows.append(ImageResult(image_id, sigma, name, scores.psnr, scores.ssim, scores.ms_ssim,
-                                            seconds, megapixels, seconds / megapixels))
+                    rows.append(
+                        ImageResult(
+                            image_id,
+                            sigma,
+                            name,
+                            scores.psnr,
+                            scores.ssim,
+                            scores.ms_ssim,
+                            seconds,
+                            megapixels,
+                            seconds / megapixels,
+                        )
+                    )
                     if name == focus:
                         gain = scores.psnr - noisy_scores.psnr
                         candidate = _Extreme(gain, image_id, noisy, output, clean, noisy_scores.psnr, scores.psnr)
@@ -255,8 +277,17 @@ def summarize(rows: Sequence[ImageResult], confidence: float = 0.95) -> list[Sum
     summary = []
     for (sigma, method), group in sorted(groups.items(), key=lambda kv: (kv[0][0], order[kv[0][1]])):
         stats = [mean_ci([getattr(r, metric) for r in group], confidence) for metric in ("psnr", "ssim", "ms_ssim")]
-        summary.append(SummaryRow(sigma, method, len(group), *stats[0], *stats[1], *stats[2],
-                                  float(np.mean([r.seconds_per_mp for r in group]))))
+        summary.append(
+            SummaryRow(
+                sigma,
+                method,
+                len(group),
+                *stats[0],
+                *stats[1],
+                *stats[2],
+                float(np.mean([r.seconds_per_mp for r in group])),
+            )
+        )
     return summary
 
 

@@ -276,8 +276,9 @@ def evaluate_restoration_split(
         methods = {"gan": gan}
     if baselines:
         methods.update(restoration_baselines(task, scale))
-    logger.info("%s evaluation of %d '%s' images, sweep %s, methods %s", task, len(images), split, list(sigmas),
-                list(methods))
+    logger.info(
+        "%s evaluation of %d '%s' images, sweep %s, methods %s", task, len(images), split, list(sigmas), list(methods)
+    )
     result = run_comparison(images, sigmas, methods, add_noise=chain, out_dir=out_dir)
     logger.info("%s report:\n%s", task, result.to_markdown())
     return result

@@ -8,7 +8,16 @@ from __future__ import annotations
 from medical_denoise.io.fidelity import FidelityGuard
 from medical_denoise.io.geometry import zoom_affine, zoom_dicom_dataset, zoomed_like
 from medical_denoise.io.image import LoadedImage
-from medical_denoise.io.inference import collect_inputs, denoise_image, denoise_path, predict_array, slab_indices
+from medical_denoise.io.inference import (
+    MAX_PIXELS,
+    FailedInputsError,
+    InputItem,
+    collect_inputs,
+    denoise_image,
+    denoise_path,
+    predict_array,
+    slab_indices,
+)
 from medical_denoise.io.intensity import (
     CT_WINDOW,
     MR_PERCENTILES,
@@ -30,10 +39,13 @@ from medical_denoise.io.writers import default_output_name, write_like
 
 __all__ = [
     "CT_WINDOW",
+    "MAX_PIXELS",
     "MR_PERCENTILES",
     "PHOTO_MODALITIES",
+    "FailedInputsError",
     "FidelityGuard",
     "ImageKind",
+    "InputItem",
     "IntensityMapping",
     "LoadedImage",
     "ModelChoice",

@@ -17,14 +17,18 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import os
+import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from medical_denoise.atomic import check_writable_dir
 from medical_denoise.io.fidelity import FidelityGuard
 from medical_denoise.io.geometry import check_scale, zoomed_like
 from medical_denoise.io.image import LoadedImage
@@ -34,85 +38,155 @@ from medical_denoise.io.routing import ModelRouter, ModelSpec, Route
 from medical_denoise.io.writers import write_like
 from medical_denoise.noise.estimate import estimate_noise_level
 
-__all__ = ["collect_inputs", "denoise_image", "denoise_path", "predict_array", "slab_indices"]
+__all__ = [
+    "MAX_PIXELS",
+    "FailedInputsError",
+    "InputItem",
+    "collect_inputs",
+    "denoise_image",
+    "denoise_path",
+    "predict_array",
+    "slab_indices",
+]
 
 logger = logging.getLogger(__name__)
 _DICOM_NAMED = (".dcm", ".dicom", ".ima")
+#: default pixel budget of one PNG/JPEG/TIFF (pages x rows x columns), see :func:`denoise_path`'s ``max_pixels``:
+#: an RGB photograph this large stays under 4 GiB resident (measurement: docs/clinical_formats.md, "Inference runner").
+MAX_PIXELS = 20_000_000
 
 
-def _is_series_folder(folder: Path) -> bool:
-    """A folder holding DICOM files directly (by suffix or by the DICM magic)."""
-    for p in folder.iterdir():
-        if p.is_file() and not p.name.startswith(".") and p.name.upper() not in _IGNORED_NAMES:
-            if p.suffix.lower() in _DICOM_NAMED or is_dicom_file(p):
-                return True
-    return False
+@dataclass(frozen=True)
+class InputItem:
+    """One unit of work of :func:`denoise_path`: a file, or one DICOM series of a folder.
 
-
-def _dicom_folder_items(folder: Path) -> list[Path]:
-    """``[folder]`` for one series (or a folder :func:`read_image` must judge), else each file of a folder of
-    single files from different series.
-
-    Files are grouped by SeriesInstanceUID. When every series has exactly one file (a folder of unrelated images,
-    as PACS exports and test sets often are), each file is its own item and is written as its own derived series.
-    A folder where a series has several files and other series are present stays one item, which
-    :func:`read_image` refuses naming the series: processing its files one by one would cut a volume into
-    2D images and give each its own series. An unreadable header also leaves the folder whole, so the reader
-    names the bad file.
+    Attributes:
+        path: what :func:`read_image` reads: a file, or the folder holding the series.
+        files: the series' files when ``path`` is a folder (empty for a file).
     """
+
+    path: Path
+    files: tuple[Path, ...] = ()
+
+    @property
+    def inputs(self) -> tuple[Path, ...]:
+        """Every input file of the item."""
+        return self.files or (self.path,)
+
+    def read(self, modality: str | None = None) -> LoadedImage:
+        """:func:`read_image` of the file or of the series."""
+        return read_image(self.path, modality=modality, files=self.files or None)
+
+
+class FailedInputsError(ValueError):
+    """Some inputs of a folder run failed; the others were written (one line, then one line per failure).
+
+    Attributes:
+        failures: ``(input, one-line reason)`` of each failed input.
+        written: the files written by the run.
+        skipped: how many inputs were skipped because their outputs already existed.
+    """
+
+    def __init__(self, failures: list[tuple[Path, str]], written: list[Path], total: int, skipped: int) -> None:
+        self.failures, self.written, self.skipped = failures, written, skipped
+        names = ", ".join(str(path) for path, _ in failures[:5])
+        more = f" and {len(failures) - 5} more" if len(failures) > 5 else ""
+        head = (
+            f"{len(failures)} of {total} input(s) failed: {names}{more} ({total - len(failures) - skipped} written, "
+            f"{skipped} skipped); the others' outputs are in place."
+        )
+        super().__init__("\n".join([head, *(reason for _, reason in failures)]))
+
+
+def _entries(folder: Path, exclude: str | Path | None) -> list[Path]:
+    """The folder's entries that may be inputs: not hidden, not a series' side file, not the output folder."""
+    out = []
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith(".") or entry.name.upper() in _IGNORED_NAMES:
+            continue
+        if exclude is not None and Path(exclude).exists() and _same(entry, exclude):
+            continue
+        out.append(entry)
+    return out
+
+
+def _looks_dicom(path: Path) -> bool:
+    return path.suffix.lower() in _DICOM_NAMED or is_dicom_file(path)
+
+
+def _series_uid(path: Path) -> str | None:
+    """SeriesInstanceUID from the header, "" if the file has none, None if the header cannot be read."""
     import pydicom
 
-    files = sorted(
-        p
-        for p in folder.iterdir()
-        if p.is_file() and not p.name.startswith(".") and p.name.upper() not in _IGNORED_NAMES
-    )
-    series: dict[str, list[Path]] = {}
+    try:
+        force = path.suffix.lower() in DICOM_SUFFIXES  # as read_image: no preamble is common for .dcm exports
+        ds = pydicom.dcmread(path, stop_before_pixels=True, force=force, specific_tags=["SeriesInstanceUID"])
+    except Exception:  # noqa: BLE001  (pydicom raises many types on damaged or foreign files)
+        return None
+    return str(ds.get("SeriesInstanceUID", ""))
+
+
+def _dicom_items(folder: Path, files: list[Path]) -> list[InputItem]:
+    """DICOM ``files`` of ``folder`` grouped by SeriesInstanceUID, in file-name order of each group's first file.
+
+    A series of several files is one item (a volume, written as one derived series); a series of one file, and a
+    file whose header cannot be read (read_image then reports it), is an item of its own.
+    """
+    groups: dict[str, list[Path]] = {}
+    items: list[tuple[Path, InputItem]] = []
     for f in files:
-        try:
-            force = f.suffix.lower() in DICOM_SUFFIXES  # as read_image: no preamble is common for .dcm exports
-            ds = pydicom.dcmread(f, stop_before_pixels=True, force=force, specific_tags=["SeriesInstanceUID"])
-        except Exception:  # noqa: BLE001  (pydicom raises many types on damaged or foreign files)
-            return [folder]
-        series.setdefault(str(ds.get("SeriesInstanceUID", "")), []).append(f)
-    if len(series) > 1 and all(len(group) == 1 for group in series.values()):
-        return files
-    return [folder]
+        uid = _series_uid(f)
+        if uid is None:
+            items.append((f, InputItem(f)))
+        else:
+            groups.setdefault(uid, []).append(f)
+    for group in groups.values():
+        items.append((group[0], InputItem(group[0]) if len(group) == 1 else InputItem(folder, tuple(group))))
+    return [item for _, item in sorted(items, key=lambda pair: pair[0])]
 
 
-def collect_inputs(input_path: str | Path, exclude: str | Path | None = None) -> list[Path]:
-    """What :func:`denoise_path` processes, each an argument for :func:`read_image`.
+def collect_inputs(input_path: str | Path, exclude: str | Path | None = None) -> list[InputItem]:
+    """What :func:`denoise_path` processes, each read on its own.
 
-    A file is itself. A folder holding DICOM files is one series, or, when its files all belong to different
-    series, each file on its own. Any other folder gives its supported files (sorted) and the DICOM items of its
-    sub-folders (one level deep). Files with unsupported suffixes in such a folder (CSV metadata, notes) are
-    skipped with a log message.
+    A file is itself. In a folder, DICOM files (by suffix or the DICM magic, and files without suffix) are grouped
+    by SeriesInstanceUID: a series of several files is one item, read as one volume, and any other DICOM file is an
+    item of its own; NIfTI/PNG/JPEG/TIFF files are items of their own. So a folder holding one series is that
+    series, a folder of single files from different series gives each file, and a stray DICOM file next to PNG or
+    NIfTI files is just one more input. Sub-folders (one level deep) give their DICOM items. Files with unsupported
+    suffixes (CSV metadata, notes) are skipped with a log message.
 
     Args:
         input_path: a file or folder.
         exclude: a folder to leave out (the output folder, when it lies inside the input folder).
+
+    Raises:
+        FileNotFoundError: ``input_path`` does not exist.
+        ValueError: the folder holds no supported images.
     """
     path = Path(input_path)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist.")
     if path.is_file():
-        return [path]
-    if _is_series_folder(path):
-        return _dicom_folder_items(path)
-    items: list[Path] = []
+        return [InputItem(path)]
+    items: list[InputItem] = []
+    dicom: list[Path] = []
     skipped: list[str] = []
-    for entry in sorted(path.iterdir()):
-        if entry.name.startswith(".") or (exclude is not None and Path(exclude).exists() and _same(entry, exclude)):
-            continue
+    folders: list[Path] = []
+    for entry in _entries(path, exclude):
         if entry.is_dir():
-            if _is_series_folder(entry):
-                items.extend(_dicom_folder_items(entry))
+            folders.append(entry)
             continue
         try:
-            guess_format(entry)
-            items.append(entry)
+            fmt = guess_format(entry)  # by suffix: a dangling link stays an input, which read_image then reports
         except ValueError:
             skipped.append(entry.name)
+            continue
+        (dicom if fmt == "dicom" else items).append(entry)
+    items = sorted([InputItem(f) for f in items] + _dicom_items(path, dicom), key=lambda item: item.inputs[0])
+    for folder in folders:
+        entries = [e for e in _entries(folder, exclude) if not e.is_dir()]
+        if any(_looks_dicom(e) for e in entries):
+            items.extend(_dicom_items(folder, [e for e in entries if _dicom_candidate(e)]))
     if skipped:
         logger.info("%s: skipping %d unsupported file(s): %s", path, len(skipped), ", ".join(skipped[:10]))
     if not items:
@@ -120,19 +194,18 @@ def collect_inputs(input_path: str | Path, exclude: str | Path | None = None) ->
     return items
 
 
+def _dicom_candidate(path: Path) -> bool:
+    try:
+        return guess_format(path) == "dicom"
+    except ValueError:
+        return False
+
+
 def _same(a: Path, b: str | Path) -> bool:
     try:
         return os.path.samefile(a, b)
     except OSError:
         return False
-
-
-def _output_path(item: Path, root: Path, output_dir: Path) -> Path:
-    """``output_dir`` / the item's path below the input folder (its name for a file or series input); JPEG -> PNG."""
-    rel = item.relative_to(root) if root.is_dir() and item != root else Path(item.name)
-    if guess_format(item) == "jpeg":
-        rel = rel.with_name(Path(rel.name).stem + ".png")
-    return output_dir / rel
 
 
 def slab_indices(depth: int, start: int, stop: int, context_slices: int) -> np.ndarray:
@@ -336,6 +409,8 @@ def denoise_path(
     modality: str | None = None,
     batch_size: int = 8,
     overwrite: bool = False,
+    skip_existing: bool = False,
+    max_pixels: int | None = MAX_PIXELS,
     progress: bool = True,
     device: torch.device | str | None = None,
     intensity: Callable[[LoadedImage], IntensityMapping] | None = None,
@@ -343,11 +418,16 @@ def denoise_path(
 ) -> list[Path]:
     """Denoise a file, a DICOM series folder, or a folder of files into ``output_dir``, same names and formats.
 
-    Each input is read with :func:`read_image` (with the modality override), given its model by the router
-    (refused with one line naming the file when no model fits), denoised by :func:`denoise_image` and written with
-    :func:`write_like`. JPEG inputs are written as lossless PNG. A folder of DICOM files from different series
-    gives one output file (one derived series) per file. If any input fails, the files this call already wrote
-    are removed (files it replaced under ``overwrite=True`` stay replaced) and the error is raised.
+    Each input (see :func:`collect_inputs`) is read with :func:`read_image` (with the modality override), given its
+    model by the router (refused with one line naming the file when no model fits), denoised by
+    :func:`denoise_image` and written with :func:`write_like`, atomically, file by file. JPEG inputs are written as
+    lossless PNG. Before any work, the plan is checked (no output on an input, no two inputs onto one output,
+    existing outputs only with ``overwrite`` or ``skip_existing``) and so is the output folder's writability.
+
+    Inputs are independent: a bad one (corrupt, truncated, dangling link, no model for it) is logged with its
+    reason and skipped, the others are written, and outputs already written stay. The run ends with a logged
+    summary (written, skipped, failed with reasons) and, if any input failed, a :class:`FailedInputsError` listing
+    them, raised after every good input was written. A run with a single input raises that input's own error.
 
     Args:
         input_path: file, DICOM series folder, or folder of files (see :func:`collect_inputs`).
@@ -361,7 +441,12 @@ def denoise_path(
         modality: overrides the modality of every input (e.g. "CT" for a NIfTI in HU); a router's own
             ``modality`` (``model: ct``/``mr``) must agree.
         batch_size: slices per predictor call.
-        overwrite: replace existing outputs.
+        overwrite: replace existing outputs (each file atomically: a reader sees the old or the new file).
+        skip_existing: leave an input alone when all its outputs already exist (non-empty; outputs are moved into
+            place only once complete), so a killed run can be resumed. Other existing outputs still need
+            ``overwrite``.
+        max_pixels: largest PNG/JPEG/TIFF, in pixels (pages x rows x columns), refused before decoding, which
+            would hold it all in memory (the default keeps an RGB image under about 4 GiB); None: no limit.
         progress: show tqdm bars.
         device: torch device for the predictor's inputs; None leaves tensors on the CPU.
         intensity: picks the mapping for each image; default ``image.intensity`` (see
@@ -371,40 +456,99 @@ def denoise_path(
             extent (see :func:`zoomed_like`).
 
     Returns:
-        every written file.
+        every file written by this call.
+
+    Raises:
+        FileNotFoundError, ValueError: the input's own error when it is the only one; a refused plan.
+        PermissionError, NotADirectoryError: ``output_dir`` cannot be written.
+        FailedInputsError: some inputs of several failed (the others were written).
     """
     router = _as_router(predictor, model_channels, modality, scale)
     input_path, output_dir = Path(input_path), Path(output_dir)
     items = collect_inputs(input_path, exclude=output_dir)
-    targets = [_output_path(item, input_path, output_dir) for item in items]
-    _check_plan(items, targets, overwrite)
-    created_dir = not output_dir.exists()
+    check_writable_dir(output_dir)
+    whole = len(items) == 1 and items[0].path == input_path  # a file, or a folder that is one series
+    targets = [_output_path(item, input_path, output_dir, whole) for item in items]
+    done = _check_plan(items, targets, overwrite, skip_existing)
     written: list[Path] = []
-    created: list[Path] = []  # what a failure removes: files that did not exist before this call
-    try:
-        for item, target in tqdm(list(zip(items, targets)), desc="denoise", disable=not progress or len(items) < 2):
-            image = read_image(item, modality=router.modality)
+    failures: list[tuple[Path, str]] = []
+    todo = [(item, target) for item, target, skip in zip(items, targets, done) if not skip]
+    for item, target in tqdm(todo, desc="denoise", disable=not progress or len(todo) < 2):
+        try:
+            _check_pixel_budget(item, max_pixels)
+            image = item.read(router.modality)
             route = router.route(image)
             restored = denoise_image(
                 image, route, batch_size=batch_size, device=device, progress=progress, intensity=intensity
             )
             if route.spec.scale != 1:  # the writer takes shape and geometry from the image it is given
                 image = zoomed_like(image, route.spec.scale, array=restored)
-            pre_existing = {p for p in _planned_files(image, target) if p.exists()}
             text = route.spec.description or description
-            out = write_like(image, restored, target, description=text, overwrite=overwrite)
-            written.extend(out)
-            created.extend(p for p in out if p not in pre_existing)
-    except BaseException:
-        for path in created:
-            path.unlink(missing_ok=True)
-        for folder in sorted({p.parent for p in created}, key=lambda p: len(p.parts), reverse=True):
-            if folder != output_dir:
-                _rmdir_quiet(folder)
-        if created_dir:
-            _rmdir_quiet(output_dir)
-        raise
+            written.extend(write_like(image, restored, target, description=text, overwrite=overwrite))
+        except Exception as e:  # noqa: BLE001  (whatever went wrong, it went wrong for this input only)
+            if len(items) == 1:
+                raise
+            reason = _one_line(e, item.path)
+            logger.error("%s", reason)
+            logger.debug("%s failed", item.path, exc_info=True)
+            failures.append((item.path, reason))
+    skipped = sum(done)
+    summary = "%s: %d input(s) written (%d files), %d skipped (outputs already there), %d failed"
+    args = (output_dir, len(todo) - len(failures), len(written), skipped, len(failures))
+    logger.log(logging.WARNING if failures else logging.INFO, summary, *args)
+    if failures:
+        raise FailedInputsError(failures, written, len(items), skipped)
     return written
+
+
+def _one_line(error: BaseException, source: Path) -> str:
+    """The first line of ``error``, naming ``source`` (errors of readers and writers already start with it)."""
+    lines = str(error).strip().splitlines()
+    text = lines[0] if lines else ""
+    if not isinstance(error, (ValueError, OSError)):
+        text = f"{type(error).__name__}: {text}" if text else type(error).__name__
+    return text if str(source) in text else f"{source}: {text}"
+
+
+def _check_pixel_budget(item: InputItem, max_pixels: int | None) -> None:
+    """Refuse a PNG/JPEG/TIFF with more than ``max_pixels`` pixels (or over Pillow's decompression-bomb limit) from
+    its header, before it is decoded."""
+    path = item.path
+    if item.files or not path.is_file():
+        return
+    fmt = guess_format(path)
+    fix = (
+        f"raise the max_pixels option (now {max_pixels}) if this machine has the memory (about 160 bytes per RGB "
+        "pixel), or crop the image; tiled decoding is not supported."
+    )
+    if fmt == "tiff":
+        import tifffile
+
+        try:
+            with tifffile.TiffFile(path) as tif:
+                shape, axes = tif.series[0].shape, str(tif.series[0].axes)
+        except Exception:  # noqa: BLE001  (read_image reports an unreadable file)
+            return
+        count = math.prod(int(n) for n, axis in zip(shape, axes) if axis != "S")
+    elif fmt in ("png", "jpeg"):
+        from PIL import Image
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # judged below, against max_pixels
+                with Image.open(path, formats=("PNG", "JPEG")) as im:  # reads the header only
+                    count = int(im.size[0]) * int(im.size[1])
+        except Image.DecompressionBombError as e:  # Pillow's own limit, twice its MAX_IMAGE_PIXELS
+            raise ValueError(
+                f"{path}: refused before decoding (max_pixels budget {max_pixels}): Pillow: {e} Crop the image; "
+                "tiled decoding is not supported."
+            ) from None
+        except Exception:  # noqa: BLE001  (read_image reports an unreadable file)
+            return
+    else:
+        return
+    if max_pixels is not None and count > max_pixels:
+        raise ValueError(f"{path}: {count} pixels exceed the max_pixels budget; refused before decoding: {fix}")
 
 
 def _as_router(predictor, model_channels: int | None, modality: str | None, scale: int) -> ModelRouter:
@@ -423,32 +567,54 @@ def _as_router(predictor, model_channels: int | None, modality: str | None, scal
     return ModelRouter.fixed(spec, modality=modality)
 
 
-def _planned_files(image: LoadedImage, target: Path) -> list[Path]:
-    return [target / f.name for f in image.files] if image.is_series else [target]
+def _output_path(item: InputItem, root: Path, output_dir: Path, whole: bool) -> Path:
+    """Where ``item`` goes: ``output_dir`` / its path below the input folder; JPEG -> PNG.
+
+    A file input, or a folder input that is one series (``whole``), goes to ``output_dir`` / its name. A series of
+    a folder is written to the folder's place in ``output_dir``, its files keeping their names.
+    """
+    if whole:
+        rel = Path(item.path.name)
+    else:
+        rel = item.path.relative_to(root) if item.path != root else Path()
+    if not item.files and guess_format(item.path) == "jpeg":
+        rel = rel.with_name(Path(rel.name).stem + ".png")
+    return output_dir / rel
 
 
-def _rmdir_quiet(folder: Path) -> None:
-    try:
-        folder.rmdir()  # only if empty
-    except OSError:
-        pass
+def _real(path: Path) -> Path:
+    # unlike Path.resolve, no RuntimeError on a symlink loop (read_image then reports the input)
+    return Path(os.path.realpath(path))
 
 
-def _check_plan(items: list[Path], targets: list[Path], overwrite: bool) -> None:
-    """Refuse before any work: an output on an input, two inputs onto one output, or existing outputs."""
+def _planned_files(item: InputItem, target: Path) -> list[Path]:
+    return [target / f.name for f in item.files] if item.files else [target]
+
+
+def _check_plan(items: list[InputItem], targets: list[Path], overwrite: bool, skip_existing: bool) -> list[bool]:
+    """Refuse before any work: an output on an input, two inputs onto one output, or existing outputs.
+
+    Returns:
+        for each item, whether it is skipped (``skip_existing`` and all its outputs exist).
+    """
+    inputs = {_real(p) for item in items for p in item.inputs}
     seen: dict[Path, Path] = {}
+    skip = []
     for item, target in zip(items, targets):
-        if target in seen:
-            raise ValueError(f"{item} and {seen[target]} would both be written to {target}.")
-        seen[target] = item
-        if _same(target, item) or target.resolve() == item.resolve():
-            raise ValueError(f"{item}: output path {target} is the input itself; choose another output_dir.")
-        occupied = any(target.iterdir()) if target.is_dir() else target.exists()
-        if occupied and not overwrite:
-            raise ValueError(f"{target} already exists; pass overwrite=True to replace it.")
-    inputs = set()
-    for item in items:
-        inputs.update(p.resolve() for p in ([item] if item.is_file() else item.iterdir()))
-    for target in targets:
-        if target.resolve() in inputs:
-            raise ValueError(f"output {target} is an input file; choose another output_dir.")
+        planned = _planned_files(item, target)
+        for out in planned:
+            if out in seen:
+                raise ValueError(f"{item.path} and {seen[out]} would both be written to {out}.")
+            seen[out] = item.path
+            if _real(out) in inputs or any(_same(out, p) for p in item.inputs):
+                raise ValueError(f"{item.path}: output {out} is an input file; choose another output_dir.")
+        existing = [p for p in planned if p.exists() or p.is_symlink()]
+        # outputs are moved into place only once complete, so an existing non-empty file is a finished one
+        if skip_existing and len(existing) == len(planned) and all(p.is_file() and p.stat().st_size for p in planned):
+            skip.append(True)
+            continue
+        if existing and not overwrite:
+            keep = "" if skip_existing else " or skip_existing=True to keep finished outputs"
+            raise ValueError(f"{existing[0]} already exists; pass overwrite=True to replace it{keep}.")
+        skip.append(False)
+    return skip

@@ -76,7 +76,11 @@ def guess_format(path: str | Path) -> str:
 
 
 def read_image(
-    path: str | Path, *, volume_index: int | None = None, modality: str | None = None
+    path: str | Path,
+    *,
+    volume_index: int | None = None,
+    modality: str | None = None,
+    files: Sequence[str | Path] | None = None,
 ) -> LoadedImage:
     """Read one clinical image, volume or DICOM series folder.
 
@@ -87,6 +91,8 @@ def read_image(
         modality: overrides the modality (e.g. "CT" for a NIfTI in HU, or "MR" for a NIfTI the CT rule
             mistook); it selects the default intensity mapping. Without it a NIfTI is "CT" when its header
             says so or its values look like HU (:func:`nifti_modality`), else "unknown".
+        files: for a DICOM series folder, the files of its one series (default: every file in it), so a folder
+            that also holds other images or series can give one series.
 
     Returns:
         the image, see :class:`LoadedImage` for the array layout.
@@ -102,8 +108,10 @@ def read_image(
     if path.is_file() and path.stat().st_size == 0:
         raise ValueError(f"{path} is empty (0 bytes).")
     fmt = guess_format(path)
+    if files is not None and not path.is_dir():
+        raise ValueError(f"{path}: files= selects the slices of a series folder; {path} is not a folder.")
     if fmt == "dicom":
-        image = _read_dicom(path)
+        image = _read_dicom(path, files)
     elif fmt == "nifti":
         image = _read_nifti(path, volume_index)
     elif fmt == "tiff":
@@ -273,8 +281,11 @@ def _slice_order(datasets: Sequence, files: Sequence[Path]) -> list[int]:
     return index
 
 
-def _read_dicom(path: Path) -> LoadedImage:
-    files = _series_files(path) if path.is_dir() else [path]
+def _read_dicom(path: Path, files: Sequence[str | Path] | None = None) -> LoadedImage:
+    if files is not None:
+        files = sorted(Path(f) for f in files)
+    else:
+        files = _series_files(path) if path.is_dir() else [path]
     datasets = [_dcmread(f) for f in files]
     series = {str(ds.get("SeriesInstanceUID", "")) for ds in datasets}
     if len(series) > 1:

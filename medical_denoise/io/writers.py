@@ -1,8 +1,9 @@
 """Write a processed array back in the format a :class:`LoadedImage` was read from.
 
-Outputs are atomic: each file is written to a hidden temp file in its destination folder and moved into
-place with ``os.replace`` only once every file of the output has been written; on failure the temp files
-(and a folder this call created) are removed. Inputs are never overwritten.
+Outputs are atomic (:func:`medical_denoise.atomic.atomic_paths`): each file is written to a hidden temp file in its
+destination folder and moved into place with ``os.replace`` only once every file of the output has been written; on
+failure the temp files (and a folder this call created) are removed. Outputs get the permissions a plain ``open()``
+would give (umask), also when they replace a file. Inputs are never overwritten.
 """
 
 from __future__ import annotations
@@ -10,12 +11,12 @@ from __future__ import annotations
 import copy
 import logging
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from medical_denoise.atomic import atomic_paths
 from medical_denoise.io.image import LoadedImage
 from medical_denoise.io.readers import dicom_frame_rescale
 
@@ -104,30 +105,17 @@ def _check_targets(image: LoadedImage, targets: list[Path], overwrite: bool) -> 
 
 
 def _atomic_write(targets: list[Path], writers: list[Callable[[Path], None]]) -> list[Path]:
-    """Write every target to a temp file beside it, then move them all into place."""
+    """Write every target to a temp file beside it, then move them all into place (:func:`atomic_paths`)."""
     created_dirs: list[Path] = []
     for parent in sorted({t.parent for t in targets}):
         missing = [p for p in [parent, *parent.parents] if not p.exists()]
         parent.mkdir(parents=True, exist_ok=True)
         created_dirs.extend(missing)
-    temps: list[Path] = []
-    moved: list[Path] = []
     try:
-        for target, write in zip(targets, writers):
-            # keep the real suffix: nibabel picks gzip from ".gz"
-            suffix = ".nii.gz" if target.name.lower().endswith(".nii.gz") else target.suffix
-            fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=target.parent)
-            os.close(fd)
-            temps.append(Path(name))
-            write(Path(name))
-        for tmp, target in zip(temps, targets):
-            os.replace(tmp, target)
-            moved.append(target)
+        with atomic_paths(targets, keep_suffix=True) as temps:
+            for tmp, write in zip(temps, writers):
+                write(tmp)
     except BaseException:
-        for path in temps:
-            path.unlink(missing_ok=True)
-        for path in moved:  # only files this call placed; existing ones were checked above
-            path.unlink(missing_ok=True)
         for folder in created_dirs:  # deepest first
             try:
                 folder.rmdir()
@@ -236,8 +224,12 @@ def _derived_dataset(
     ds.DerivationDescription = description[:1024]
     ds.SeriesDescription = (str(ds.get("SeriesDescription", "")) + DERIVED_SUFFIX).strip()[:64]
     # per-image min/max no longer hold; they are optional
-    for keyword in ("SmallestImagePixelValue", "LargestImagePixelValue",
-                    "SmallestPixelValueInSeries", "LargestPixelValueInSeries"):
+    for keyword in (
+        "SmallestImagePixelValue",
+        "LargestImagePixelValue",
+        "SmallestPixelValueInSeries",
+        "LargestPixelValueInSeries",
+    ):
         if keyword in ds:
             del ds[keyword]
     if source_syntax in _LOSSY_SYNTAXES:

@@ -6,6 +6,19 @@ from .generator import DenoiseUNet, load_generator
 from .predictor import GeneratorPredictor, bundle_denoiser, bundle_predictor
 from .sr import ModCropd, SuperResolutionUNet, UpsampledConditionDiscriminator, UpsampleToReferenced, upsample
 
-__all__ = ["ConditionalPatchDiscriminator", "DenoiseUNet", "GeneratorPredictor", "bundle_denoiser", "bundle_predictor", "load_generator",
-           "ModCropd", "SuperResolutionUNet", "UpsampledConditionDiscriminator", "UpsampleToReferenced", "upsample",
-           "export_onnx", "export_torchscript", "onnx_parity"]
+__all__ = [
+    "ConditionalPatchDiscriminator",
+    "DenoiseUNet",
+    "GeneratorPredictor",
+    "bundle_denoiser",
+    "bundle_predictor",
+    "load_generator",
+    "ModCropd",
+    "SuperResolutionUNet",
+    "UpsampledConditionDiscriminator",
+    "UpsampleToReferenced",
+    "upsample",
+    "export_onnx",
+    "export_torchscript",
+    "onnx_parity",
+]

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -14,27 +12,20 @@ from monai.networks.utils import convert_to_torchscript
 from monai.utils import OptionalImportError, optional_import
 from torch import nn
 
+from medical_denoise.atomic import atomic_path
+
 ONNX_OPSET = 18  # the lowest opset torch's torch.export-based ONNX exporter emits
 
 
 def _write_atomic(path: str | Path, write: Callable[[str], None]) -> Path:
-    """Call ``write(tmp)`` on a temporary path next to ``path``, then rename it into place.
+    """Call ``write(tmp)`` on a temporary path next to ``path`` (created if missing), then move it into place.
 
-    ``medical_denoise.atomic.atomic_write`` hands out an open file; torch's and ONNX's savers want a path.
+    Torch's and ONNX's savers want a path, hence :func:`~medical_denoise.atomic.atomic_path`, not ``atomic_write``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)  # mkstemp makes 0600; give the file the permissions a plain open() would
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        write(str(tmp))
     return path
 
 

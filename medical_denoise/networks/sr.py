@@ -24,7 +24,7 @@ __all__ = [
 ]
 
 
-def upsample(x: torch.Tensor, size: List[int]) -> torch.Tensor:
+def upsample(x: torch.Tensor, size: list[int]) -> torch.Tensor:
     """Interpolate a batch ``(N, C, *spatial)`` to ``size``: bicubic in 2D, trilinear in 3D (pixel-centre aligned).
 
     Args:
@@ -86,7 +86,7 @@ class SuperResolutionUNet(nn.Module):
             raise ValueError(
                 f"expected (N, {self.in_channels}, {self.spatial_dims} spatial dims), got input of shape {x.shape}"
             )
-        size: List[int] = [int(s) * self.scale for s in x.shape[2:]]
+        size: list[int] = [int(s) * self.scale for s in x.shape[2:]]
         return self.refine(upsample(x, size))
 
 
@@ -106,7 +106,9 @@ class UpsampledConditionDiscriminator(ConditionalPatchDiscriminator):
             raise ValueError(f"condition {tuple(condition.shape)} and candidate {tuple(candidate.shape)} differ")
         if condition.shape[2:] != candidate.shape[2:]:
             if any(c > s for c, s in zip(condition.shape[2:], candidate.shape[2:])):
-                raise ValueError(f"condition {tuple(condition.shape)} is larger than candidate {tuple(candidate.shape)}")
+                raise ValueError(
+                    f"condition {tuple(condition.shape)} is larger than candidate {tuple(candidate.shape)}"
+                )
             condition = upsample(condition, list(candidate.shape[2:]))
         return super().forward(condition, candidate)
 

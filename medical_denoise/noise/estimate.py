@@ -20,7 +20,9 @@ def estimate_noise_level(image: np.ndarray) -> float:
     if arr.ndim != 3:
         raise ValueError(f"expected a channel-first 2D image or volume, got shape {arr.shape}")
     # skimage's estimator wants channel-last colour or a plain 2D grey image
-    sigma = estimate_sigma(arr[0], channel_axis=None) if arr.shape[0] == 1 else estimate_sigma(
-        np.moveaxis(arr, 0, -1), channel_axis=-1, average_sigmas=True
+    sigma = (
+        estimate_sigma(arr[0], channel_axis=None)
+        if arr.shape[0] == 1
+        else estimate_sigma(np.moveaxis(arr, 0, -1), channel_axis=-1, average_sigmas=True)
     )
     return float(sigma) * 255.0

@@ -217,8 +217,10 @@ def _best(rows: Sequence[SummaryRow]) -> dict[tuple[str, str], float]:
 def _table(rows: Sequence[SummaryRow], pct: str) -> list[str]:
     unit = rows[0].unit
     lines = [
-        (f"| condition | noise std ({unit}) | method | PSNR dB ({pct} CI) | SSIM ({pct} CI) | RMSE {unit} ({pct} CI) "
-         "| slices | s/slice |"),
+        (
+            f"| condition | noise std ({unit}) | method | PSNR dB ({pct} CI) | SSIM ({pct} CI) | RMSE {unit} ({pct} CI) "
+            "| slices | s/slice |"
+        ),
         "|---|---:|---|---|---|---|---:|---:|",
     ]
     best = _best(rows)
@@ -262,31 +264,49 @@ def format_markdown(report: ClinicalReport) -> str:
     lines = [
         "# Clinical evaluation: denoising in physical units",
         "",
-        (f"* Model: `{s.get('checkpoint', 'n/a')}`, 2.5D with {k} neighbour slice(s) on each side ({2 * k + 1} "
-         "input slices, edge slices repeated); blind (never told the noise level)."),
+        (
+            f"* Model: `{s.get('checkpoint', 'n/a')}`, 2.5D with {k} neighbour slice(s) on each side ({2 * k + 1} "
+            "input slices, edge slices repeated); blind (never told the noise level)."
+        ),
         f"* Data: split `{s.get('split', 'test')}` of `{s.get('datalist', 'n/a')}`; seed {s.get('seed', 0)}.",
         "* Series, their intensity map to the network range [0, 1], and the slices scored:",
         *[f"  * `{p.image_id}` ({p.modality}, {_mapping(p)}): {p.describe()}" for p in report.samplings],
-        ("* Noise (the same noisy slices for every method; slice z's noise depends only on (seed, series, z, "
-         "condition), neighbours get their own independent noise):"),
-        ("  * CT Gaussian: white noise with the given std in HU inside the field of view (pixels above -1500 HU; "
-         "the scanner's padding outside the reconstruction circle stays exact and is not scored)."),
-        ("  * CT low dose: projection-domain simulation (`LowDoseCTNoise`, Poisson + electronic noise, FBP) at I0 "
-         "photons per ray; its std is measured in the body (clean > -500 HU) of each slice (`noise std` column)."),
-        ("  * MR: Rician noise, per-channel std as a % of the series' robust range (0.5–99.5 percentile span); "
-         "`noise std` is measured where the clean magnitude is >= 3 sigma."),
-        ("* Metrics per slice in the network range of the series' intensity map (CT: the fixed HU map, the same "
-         "for every scanner, so PSNR's peak is its width in HU; MR: the robust range), `data_range = 1`, no "
-         f"clipping; CT scored inside the field of view. SSIM: skimage, {SSIM_WIN_SIZE}x{SSIM_WIN_SIZE} uniform "
-         "window. RMSE in HU for CT, in % of the robust range for MR."),
-        (f"* Intervals: {pct} percentile bootstrap over slices ({s.get('resamples', 2000)} resamples; per modality "
-         "stratified by series). They are slice-level: slices of one patient are not independent samples and the "
-         "test set holds few patients, so they show slice-to-slice spread within these patients, not the spread "
-         "over patients."),
-        ("* Baselines on the centre slice, given the noise std (true std; low dose: the measured body std of that "
-         f"slice; Rician: the per-channel std): {given}."),
-        ("* Best mean per condition in bold (PSNR/SSIM highest, RMSE lowest). s/slice: wall-clock seconds per "
-         "slice on this machine."),
+        (
+            "* Noise (the same noisy slices for every method; slice z's noise depends only on (seed, series, z, "
+            "condition), neighbours get their own independent noise):"
+        ),
+        (
+            "  * CT Gaussian: white noise with the given std in HU inside the field of view (pixels above -1500 HU; "
+            "the scanner's padding outside the reconstruction circle stays exact and is not scored)."
+        ),
+        (
+            "  * CT low dose: projection-domain simulation (`LowDoseCTNoise`, Poisson + electronic noise, FBP) at I0 "
+            "photons per ray; its std is measured in the body (clean > -500 HU) of each slice (`noise std` column)."
+        ),
+        (
+            "  * MR: Rician noise, per-channel std as a % of the series' robust range (0.5–99.5 percentile span); "
+            "`noise std` is measured where the clean magnitude is >= 3 sigma."
+        ),
+        (
+            "* Metrics per slice in the network range of the series' intensity map (CT: the fixed HU map, the same "
+            "for every scanner, so PSNR's peak is its width in HU; MR: the robust range), `data_range = 1`, no "
+            f"clipping; CT scored inside the field of view. SSIM: skimage, {SSIM_WIN_SIZE}x{SSIM_WIN_SIZE} uniform "
+            "window. RMSE in HU for CT, in % of the robust range for MR."
+        ),
+        (
+            f"* Intervals: {pct} percentile bootstrap over slices ({s.get('resamples', 2000)} resamples; per modality "
+            "stratified by series). They are slice-level: slices of one patient are not independent samples and the "
+            "test set holds few patients, so they show slice-to-slice spread within these patients, not the spread "
+            "over patients."
+        ),
+        (
+            "* Baselines on the centre slice, given the noise std (true std; low dose: the measured body std of that "
+            f"slice; Rician: the per-channel std): {given}."
+        ),
+        (
+            "* Best mean per condition in bold (PSNR/SSIM highest, RMSE lowest). s/slice: wall-clock seconds per "
+            "slice on this machine."
+        ),
         "",
     ]
     modality_rows = [r for r in report.summary if r.scope == "modality"]
@@ -331,7 +351,11 @@ def _plot_psnr(summary: Sequence[SummaryRow], path: Path) -> Path:
         }[NoiseKind(kind)]
         ax.set_xlabel(xlabel)
         ax.set_ylabel("PSNR dB (network range), mean and CI")
-        title = {NoiseKind.GAUSSIAN_HU: "Gaussian", NoiseKind.LOWDOSE: "low-dose simulation", NoiseKind.RICIAN: "Rician"}
+        title = {
+            NoiseKind.GAUSSIAN_HU: "Gaussian",
+            NoiseKind.LOWDOSE: "low-dose simulation",
+            NoiseKind.RICIAN: "Rician",
+        }
         ax.set_title(f"{modality}: {title[NoiseKind(kind)]} noise", fontsize=9)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)

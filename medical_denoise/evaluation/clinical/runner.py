@@ -191,7 +191,9 @@ def _on_centre(denoise: Callable[[np.ndarray, float], np.ndarray]) -> SliceMetho
 def _wavelet(noisy: np.ndarray, sigma: float) -> np.ndarray:
     from skimage.restoration import denoise_wavelet
 
-    out = denoise_wavelet(noisy[0].astype(np.float64), sigma=sigma, method="BayesShrink", mode="soft", rescale_sigma=True)
+    out = denoise_wavelet(
+        noisy[0].astype(np.float64), sigma=sigma, method="BayesShrink", mode="soft", rescale_sigma=True
+    )
     return out[None]
 
 
