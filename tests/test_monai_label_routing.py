@@ -14,13 +14,8 @@ import io
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import time
-import urllib.error
-import urllib.request
-import uuid
 from pathlib import Path
 
 import nibabel as nib
@@ -32,15 +27,12 @@ from PIL import Image
 from pydicom.data import get_testdata_file
 from skimage import data
 from skimage.color import rgb2gray
-from skimage.metrics import peak_signal_noise_ratio as psnr
 
 from medical_denoise.io import CT_WINDOW, FidelityGuard, ModelRouter, read_image
 from medical_denoise.label.bundle import DEFAULT_BUNDLE, ReloadingPredictor, bundle_parser, load_bundle_router
 from medical_denoise.networks import DenoiseUNet, GeneratorPredictor
+from tests.label_server import LABEL_PYTHON, REQUEST_S, label_server, needs_label_env, post_file, psnr_gain
 
-ROOT = Path(__file__).resolve().parents[1]
-LABEL_PYTHON = ROOT / ".venv-label" / "bin" / "python"
-APP_MAIN = ROOT / "medical_denoise" / "label" / "main.py"
 TINY = {
     "network_def#channels": [16, 32], "network_def#strides": [2], "network_def#num_res_units": 1,
     "clinical_network_def#channels": [16, 32], "clinical_network_def#strides": [2],
@@ -49,20 +41,9 @@ TINY = {
 SIGMA = 25.0 / 255.0
 MARGIN_DB = 2.0  # the trained tiny clinical model gains several dB; an identity or broken pipeline gains <= 0
 AIR_HU = -1000.0
-STARTUP_S, REQUEST_S = 240.0, 120.0
-# loopback only, never through a proxy from the environment
-HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 CT_SMALL = Path(get_testdata_file("CT_small.dcm", download=False))
 
 pytestmark = pytest.mark.slow
-needs_label_env = pytest.mark.skipif(
-    not LABEL_PYTHON.exists(), reason=".venv-label not built: run scripts/setup_label_env.sh (CI builds it first)"
-)
-
-
-def psnr_gain(denoised: np.ndarray, noisy: np.ndarray, clean: np.ndarray, data_range: float) -> float:
-    """PSNR (dB) of ``denoised`` minus that of ``noisy``, both against ``clean`` in its own units."""
-    return float(psnr(clean, denoised, data_range=data_range) - psnr(clean, noisy, data_range=data_range))
 
 
 def _grey_slabs(images: list[torch.Tensor], rng: np.random.Generator, n: int = 8, size: int = 32):
@@ -238,72 +219,16 @@ def test_task_answers_400_until_the_clinical_weights_exist_and_honours_the_model
 # ---------------------------------------------------------------------------- a real server with both models
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _post_file(url: str, path: Path) -> tuple[int, str, bytes]:
-    """POST ``path`` as the multipart ``file`` field; returns status, content type and body."""
-    boundary = uuid.uuid4().hex
-    head = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{path.name}"\r\n'
-        "Content-Type: application/octet-stream\r\n\r\n"
-    )
-    body = head.encode() + path.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
-    request = urllib.request.Request(
-        url, data=body, method="POST", headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}
-    )
-    try:
-        with HTTP.open(request, timeout=REQUEST_S) as r:
-            return r.status, r.headers.get_content_type(), r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.headers.get_content_type(), e.read()
-
-
 @pytest.fixture(scope="module")
 def server(model_weights, tmp_path_factory):
     """``monailabel start_server`` with both models on a free loopback port; always stopped at the end."""
-    tmp = tmp_path_factory.mktemp("label_routing")
-    app, studies, scratch = tmp / "app", tmp / "studies", tmp / "scratch"  # MONAI Label writes into app/
-    for folder in (app, studies, scratch):
-        folder.mkdir()
-    shutil.copy(APP_MAIN, app / "main.py")
-    port = _free_port()
-    cmd = [
-        str(LABEL_PYTHON), "-m", "monailabel.main", "start_server", "--app", str(app), "--studies", str(studies),
-        "--host", "127.0.0.1", "--port", str(port), "--conf", "weights", str(model_weights["dermoscopy"]),
-        "--conf", "clinical_weights", str(model_weights["clinical"]), "--conf", "bundle_overrides", json.dumps(TINY),
-    ]  # fmt: skip
-    log_path = tmp / "server.log"
-    # uploads and results are temporary files; MONAI Label leaves a failed request's upload behind
-    env = {**os.environ, "OMP_NUM_THREADS": "2", "TMPDIR": str(scratch)}
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + STARTUP_S
-        info = None
-        while info is None:
-            if proc.poll() is not None:
-                pytest.fail(f"server exited with {proc.returncode}:\n{log_path.read_text()[-4000:]}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"server not up after {STARTUP_S}s:\n{log_path.read_text()[-4000:]}")
-            try:
-                with HTTP.open(f"{url}/info/", timeout=5) as r:
-                    info = json.loads(r.read())
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                time.sleep(1.0)
-        yield url, info, log_path
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)  # its own session: the server and anything it started
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=20)
+    conf = {
+        "weights": str(model_weights["dermoscopy"]),
+        "clinical_weights": str(model_weights["clinical"]),
+        "bundle_overrides": json.dumps(TINY),
+    }
+    with label_server(tmp_path_factory.mktemp("label_routing"), conf) as running:
+        yield running
 
 
 @needs_label_env
@@ -322,7 +247,7 @@ def test_each_image_gets_its_model(server, tmp_path):
     Image.fromarray(data.camera()[:64, :64]).save(tmp_path / "grey.png")
     for name, model in (("photo.png", "dermoscopy"), ("grey.png", "clinical"), ("ct.dcm", "clinical")):
         sent = tmp_path / name if name != "ct.dcm" else CT_SMALL
-        status, _, body = _post_file(f"{url}/infer/gan_denoise?output=json", sent)
+        status, _, body = post_file(f"{url}/infer/gan_denoise?output=json", sent)
         assert status == 200, f"{body[:500]!r}\n{log.read_text()[-3000:]}"
         assert json.loads(body)["model"] == model, name
 
@@ -336,7 +261,7 @@ def test_nifti_volume_keeps_shape_affine_dtype_and_is_denoised_by_the_clinical_m
     affine = np.array([[0.5, 0, 0, -10], [0, 0.7, 0, 5], [0, 0, 2.0, 30], [0, 0, 0, 1]])
     sent = tmp_path / "noisy.nii.gz"
     nib.save(nib.Nifti1Image(noisy, affine), sent)
-    status, _, body = _post_file(f"{url}/infer/gan_denoise?output=image", sent)
+    status, _, body = post_file(f"{url}/infer/gan_denoise?output=image", sent)
     assert status == 200, f"{body[:500]!r}\n{log.read_text()[-3000:]}"
     got = tmp_path / "denoised.nii.gz"
     got.write_bytes(body)
@@ -361,7 +286,7 @@ def test_ct_dicom_comes_back_derived_denoised_and_air_stays_air(server, tmp_path
     sent = tmp_path / "noisy_ct.dcm"
     src.save_as(sent, enforce_file_format=True)
     noisy = pydicom.dcmread(sent).pixel_array * slope + inter
-    status, ctype, body = _post_file(f"{url}/infer/gan_denoise?output=image", sent)
+    status, ctype, body = post_file(f"{url}/infer/gan_denoise?output=image", sent)
     assert status == 200, f"{body[:500]!r}\n{log.read_text()[-3000:]}"
     assert ctype in ("application/dicom", "application/octet-stream")
     out = pydicom.dcmread(io.BytesIO(body))
