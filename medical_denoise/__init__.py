@@ -10,7 +10,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["data", "engine", "evaluation", "io", "networks", "noise"]
+__all__ = ["data", "engine", "errors", "evaluation", "io", "networks", "noise"]
 
 
 def __getattr__(name: str) -> Any:

@@ -32,9 +32,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from medical_denoise._optional import explain_import_error
 from medical_denoise.atomic import check_writable_dir
 from medical_denoise.bundle import BUNDLE_NAME, bundle_config_file, bundle_metadata, bundle_path
+from medical_denoise.errors import UsageError, user_message
 
 __all__ = ["UsageError", "build_parser", "check_writable_dir", "main", "parse_overrides"]
 
@@ -49,12 +49,6 @@ RUN_FOLDERS = {
 }
 # config values that put a run inside the bundle folder; the command moves them to ./runs of the working folder
 _RUNS_IN_BUNDLE = re.compile(r"@bundle_root\s*\+\s*(['\"])/runs/")
-# MONAI wraps an error raised while a config item is evaluated or instantiated in one of these
-_MONAI_WRAPPERS = ("Failed to evaluate", "Failed to instantiate")
-
-
-class UsageError(Exception):
-    """A mistake in the command line or in the paths it names: reported on one line, exit status 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -356,26 +350,12 @@ def _flatten(items: Any) -> list[Any]:
     return [items]
 
 
-def _root_error(exc: BaseException) -> BaseException:
-    """The error under MONAI's "Failed to evaluate/instantiate ..." wrappers: the one that names the file."""
-    while isinstance(exc, RuntimeError) and exc.__cause__ is not None and str(exc).startswith(_MONAI_WRAPPERS):
-        exc = exc.__cause__
-    return exc
-
-
 def _report(exc: BaseException, debug: bool) -> None:
-    message = explain_import_error(exc)
-    root = _root_error(exc)
-    expected = message is not None or isinstance(root, (UsageError, OSError, ValueError, KeyError, ImportError))
-    if message is None:
-        lines = str(root).strip().splitlines() or [type(root).__name__]
-        message = lines[0] if expected else f"{type(root).__name__}: {lines[0]}"
-        # the library speaks of its arguments
-        message = message.replace("pass overwrite=True", "pass --overwrite").replace(
-            "skip_existing=True", "--skip_existing True"
-        )
-        if len(lines) > 1 and not debug:
-            message += " (...; --debug shows all)"
+    message, expected = user_message(exc, None if debug else "--debug shows all")
+    # the library speaks of its arguments
+    message = message.replace("pass overwrite=True", "pass --overwrite").replace(
+        "skip_existing=True", "--skip_existing True"
+    )
     print(f"{PROG}: error: {message}", file=sys.stderr)
     if not expected and not debug:
         print(f"{PROG}: unexpected error; run again with --debug for the full traceback", file=sys.stderr)

@@ -147,3 +147,33 @@ def test_shipped_weights_export_to_torchscript(meta, weights, tmp_path):
     x = torch.rand(1, meta[key]["inputs"]["image"]["num_channels"], 37, 50)  # not a multiple of 8: padding path
     with torch.no_grad():
         torch.testing.assert_close(exported(x), eager(x), atol=1e-5, rtol=1e-4)
+
+
+# --------------------------------------------------------------------------------------- named config seams
+
+
+def _parsed(name: str, overlay: str | None):
+    parser = ConfigParser()
+    files = [BUNDLE / "configs" / "train.yaml"] + ([BUNDLE / "configs" / overlay] if overlay else [])
+    parser.read_config([str(f) for f in files])
+    parser.update({"bundle_root": str(BUNDLE)})
+    return parser.get_parsed_content(name, instantiate=True)
+
+
+@pytest.mark.parametrize(
+    ("overlay", "train_chain", "val_chain"),
+    [
+        (None, ["AddNoised"], ["AddNoised"]),
+        ("sr.yaml", ["GaussianBlurd", "Downsampled", "AddNoised"], ["ModCropd", "GaussianBlurd", "Downsampled", "AddNoised"]),
+        ("deblur.yaml", ["GaussianBlurd", "AddNoised"], ["GaussianBlurd", "AddNoised"]),
+    ],
+)  # fmt: skip
+def test_overlays_replace_the_degradation_seams_and_keep_the_augmentations(overlay, train_chain, val_chain):
+    """An overlay swaps `train#degradations`/`validate#degradations` whole; loading and augmentations stay train.yaml's."""
+    names = lambda transforms: [type(t).__name__ for t in transforms]  # noqa: E731
+    base_augmentations = names(_parsed("train#augmentations", None))
+    assert "AddNoised" not in base_augmentations and "RandSpatialCropSamplesd" in base_augmentations
+    train = names(_parsed("train#preprocessing", overlay).transforms)
+    load = names(_parsed("load_transforms", overlay))
+    assert train == load + base_augmentations + train_chain
+    assert names(_parsed("validate#preprocessing", overlay).transforms) == load + val_chain

@@ -243,3 +243,37 @@ def test_runs_overrides_resolve_under_working_folder(tmp_path):
     assert parser.get_parsed_content("output_dir") == str(tmp_path / "runs" / "train")
     assert parser.get_parsed_content("eval_dir") == str(tmp_path / "runs" / "eval")
     assert parser.get_parsed_content("model_file") == str(BUNDLE / "models" / "model.pt")  # shipped weights stay
+
+
+# ------------------------------------------------------------------- python -m monai.bundle run: one-line errors
+
+_RAISE_WRAPPED = """
+from medical_denoise.errors import install_excepthook
+install_excepthook()
+try:
+    raise FileNotFoundError("/data/scan.dcm does not exist.")
+except FileNotFoundError as e:
+    raise RuntimeError("Failed to evaluate ConfigExpression: $medical_denoise.io.denoise_path(...)") from e
+"""
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_uncaught_bundle_errors_are_one_line_unless_debugging(debug):
+    env = {**os.environ, "MEDICAL_DENOISE_DEBUG": "1" if debug else "0"}
+    proc = subprocess.run([sys.executable, "-c", _RAISE_WRAPPED], capture_output=True, text=True, env=env, check=False)
+    assert proc.returncode == 1
+    if debug:
+        assert "Traceback" in proc.stderr and "Failed to evaluate ConfigExpression" in proc.stderr
+    else:
+        assert proc.stderr.strip() == "medical-denoise: error: /data/scan.dcm does not exist."
+
+
+def test_bundle_run_reports_a_missing_input_in_one_line(tmp_path):
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "inference", "--config_file",
+           "['configs/train.yaml','configs/inference.yaml']", "--bundle_root", ".",
+           "--input", str(tmp_path / "missing.png"), "--output_dir", str(tmp_path / "out")]  # fmt: skip
+    env = {**os.environ, "MEDICAL_DENOISE_DEBUG": "0", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=BUNDLE, capture_output=True, text=True, env=env, check=False, timeout=300)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == f"medical-denoise: error: {tmp_path / 'missing.png'} does not exist."
+    assert not (tmp_path / "out").exists()

@@ -38,6 +38,7 @@ from medical_denoise.evaluation.clinical import (
     evaluate_clinical_split,
     evaluate_volume,
     load_volume,
+    model_method,
 )
 from medical_denoise.evaluation.metrics import bootstrap_ci, masked_psnr, masked_ssim
 from medical_denoise.io import CT_WINDOW
@@ -336,7 +337,9 @@ def test_evaluate_yaml_picks_the_evaluation_from_the_loading():
 
 def _tiny_checkpoint(path: Path) -> Path:
     torch.manual_seed(0)
-    net = DenoiseUNet(2, 3, out_channels=1, channels=(4, 8), strides=(2,), num_res_units=0, residual=True)
+    net = DenoiseUNet(
+        2, 3, out_channels=1, channels=(4, 8), strides=(2,), num_res_units=0, residual=True, noise_level_input=True
+    )
     torch.save(net.state_dict(), path)
     return path
 
@@ -348,8 +351,15 @@ def test_bundle_evaluating_runs_the_clinical_evaluation_in_process(dataset, tmp_
                  "device": "$torch.device('cpu')"}  # fmt: skip
     _parser(CONFIGS, overrides).get_parsed_content("evaluating")
     rows = read_csv(tmp_path / "eval" / "per_slice.csv")
-    assert {r["method"] for r in rows} == {"noisy", "model", "tv"}
+    # the bundle's clinical network takes a noise-level map: scored blind and told the baselines' std
+    assert {r["method"] for r in rows} == {"noisy", "model", "model_sigma", "tv"}
     assert {r["series"] for r in rows} == {"ct_phantom", "mr_series"}
+    told = {(r["series"], r["slice"], r["condition"]): r["sigma_given"] for r in rows if r["method"] == "model_sigma"}
+    tv = {(r["series"], r["slice"], r["condition"]): r["sigma_given"] for r in rows if r["method"] == "tv"}
+    assert told == tv and all(math.isnan(float(r["sigma_given"])) for r in rows if r["method"] == "model")
+    paired = read_csv(tmp_path / "eval" / "paired.csv")
+    assert {r["method"] for r in paired} == {"model", "model_sigma"}
+    assert "## model_sigma minus noisy" in (tmp_path / "eval" / "summary.md").read_text()  # no bm3d: vs noisy
     assert "tiny.pt" in (tmp_path / "eval" / "summary.md").read_text()
 
 
@@ -370,4 +380,20 @@ def test_bundle_evaluating_command_line(dataset, tmp_path):
     conditions = {r["condition"] for r in rows}
     assert conditions == {"ct_gaussian_10hu", "ct_gaussian_25hu", "ct_gaussian_50hu", "ct_lowdose_i0_1e+06",
                           "ct_lowdose_i0_3e+05", "mr_rician_2pct", "mr_rician_5pct", "mr_rician_10pct"}  # fmt: skip
-    assert {r["method"] for r in rows} == {"noisy", "model", "nlm", "tv"}
+    assert {r["method"] for r in rows} == {"noisy", "model", "model_sigma", "nlm", "tv"}
+
+
+def test_a_told_model_gets_the_slab_plus_a_level_channel():
+    seen = []
+
+    def predictor(x: np.ndarray) -> np.ndarray:
+        seen.append(x.copy())
+        return x[1:2]
+
+    slab = np.random.default_rng(0).random((3, 8, 8)).astype(np.float32)
+    told, blind = model_method(predictor, told_level=True), model_method(predictor)
+    assert told.sigma_aware and not blind.sigma_aware
+    np.testing.assert_array_equal(told(slab, 0.07), slab[1])
+    assert seen[-1].shape == (4, 8, 8) and np.all(seen[-1][3] == np.float32(0.07))
+    blind(slab, 0.07)
+    assert seen[-1].shape == (3, 8, 8)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from monai.transforms import Compose
 
 from medical_denoise.data import ClinicalSlabd, balanced_weights
 from medical_denoise.io import CT_WINDOW
 from medical_denoise.networks import ConditionalPatchDiscriminator, DenoiseUNet
-from medical_denoise.noise import AddClinicalNoised, CTNoiseBankd, LowDoseCTNoise
+from medical_denoise.noise import AddClinicalNoised, AppendNoiseLevelMapd, CTNoiseBankd, LowDoseCTNoise
 
 LOW, HIGH = CT_WINDOW  # the fixed CT map: LOW HU -> 0, HIGH HU -> 1
 CT_SPAN = HIGH - LOW
@@ -95,7 +96,8 @@ def test_ct_gaussian_noise_is_in_hu_and_spares_the_padding():
     padding = (-3024.0 - LOW) / CT_SPAN  # outside the reconstruction circle: no noise on a scanner
     spared = t({"image": _slab(padding), "image_intensity": ct_info(), "id": "a"})["image"]
     assert torch.equal(spared, _slab(padding))
-    assert out["noise_params"] == {"kind": "gaussian_hu", "level": 40.0}
+    assert out["noise_params"] == {"kind": "gaussian_hu", "level": 40.0, "std": 40.0 / CT_SPAN}
+    assert out["noise_std"] == 40.0 / CT_SPAN  # the level a noise-level-conditioned generator is told
     # seeded by id: the same noisy slab every time, another id gives another one
     again = t({"image": _slab(), "image_intensity": ct_info(), "id": "a"})["image"]
     other = t({"image": _slab(), "image_intensity": ct_info(), "id": "b"})["image"]
@@ -114,11 +116,24 @@ def test_mr_rician_noise_is_relative_to_the_robust_range():
     assert dark.min() >= 0.0 and dark.mean() == pytest.approx(0.05 * np.sqrt(np.pi / 2), rel=0.1)  # Rayleigh floor
 
 
+def test_level_map_carries_the_drawn_noise_std():
+    t = Compose([
+        AddClinicalNoised("image", clean_prob=0.0, mr_sigma=(0.01, 0.1), seed_key="id"),
+        AppendNoiseLevelMapd("image"),
+    ])  # fmt: skip
+    out = t({"image": _slab(0.5), "image_intensity": {"low": 0.0, "high": 1.0, "modality": "MR"}, "id": "a"})
+    level = out["noise_params"]["level"]
+    assert out["image"].shape == (4, 64, 64) and 0.01 <= level <= 0.1
+    assert torch.allclose(out["image"][3], torch.full((64, 64), level))
+    with pytest.raises(KeyError, match="noise_std"):
+        AppendNoiseLevelMapd("image")({"image": _slab()})
+
+
 def test_clean_samples_are_left_alone_and_bank_noise_uses_the_slab_slices():
     clean = AddClinicalNoised("image", clean_prob=1.0)
     clean.set_random_state(0)
     out = clean({"image": _slab(), "image_intensity": ct_info()})
-    assert torch.equal(out["image"], _slab()) and out["noise_params"]["kind"] == "none"
+    assert torch.equal(out["image"], _slab()) and out["noise_params"]["kind"] == "none" and out["noise_std"] == 0.0
 
     bank = np.stack([np.full((64, 64), z, dtype=np.float16) for z in range(5)], axis=-1)[None]  # slice z: z HU
     t = AddClinicalNoised("image", clean_prob=0.0, lowdose_prob=1.0, lowdose_scale=2.0)
@@ -127,6 +142,12 @@ def test_clean_samples_are_left_alone_and_bank_noise_uses_the_slab_slices():
     out = t(d)
     added_hu = [float(out["image"][c, 0, 0]) * CT_SPAN for c in range(3)]
     assert added_hu == pytest.approx([6.0, 8.0, 8.0], abs=1e-3)
+    assert out["noise_std"] == pytest.approx(0.0, abs=1e-6)  # a constant bank slice: an offset, no spread
+
+    rng = np.random.default_rng(0)
+    real_bank = rng.normal(0.0, 20.0, (1, 64, 64, 5)).astype(np.float16)
+    d = {"image": _slab(0.0), "image_intensity": ct_info(), "image_lowdose": real_bank, "slab_indices": [1, 2, 3]}
+    assert t(d)["noise_std"] == pytest.approx(2.0 * 20.0 / CT_SPAN, rel=0.05)  # the factor times the bank's std
     assert "image_lowdose" not in out and "image_lowdose" in d  # the (cached) input dict keeps its bank
 
 

@@ -316,3 +316,26 @@ def test_cli_reports_unreadable_image(tmp_path):
         cli.list_images(tmp_path / "missing", [], None)
     with pytest.raises(ValueError, match="module:factory"):
         cli.load_factory_method("no_colon", {})
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_validation_ssim_is_the_evaluation_ssim(channels):
+    """train.yaml's val_ssim (MONAI, ssim_metric) and the reports' SSIM (skimage) are one definition."""
+    import torch
+    from monai.bundle import ConfigParser
+
+    from medical_denoise.evaluation.metrics import masked_ssim, ssim, ssim_metric
+    from tests.utils import BUNDLE
+
+    rng = np.random.default_rng(0)
+    clean = rng.random((channels, 48, 56)).astype(np.float32)
+    output = np.clip(clean + rng.normal(0.0, 0.1, clean.shape), 0.0, 1.0).astype(np.float32)
+    monai_value = float(ssim_metric()(torch.from_numpy(output)[None], torch.from_numpy(clean)[None]).mean())
+    assert monai_value == pytest.approx(ssim(clean, output), abs=1e-4)
+    if channels == 1:
+        assert monai_value == pytest.approx(masked_ssim(clean[0], output[0]), abs=1e-4)
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLE / "configs" / "train.yaml"))
+    parser.update({"bundle_root": str(BUNDLE)})
+    configured = parser.get_parsed_content("validate#additional_metrics#val_ssim#metric_fn")
+    assert configured.kernel_type == "uniform" and tuple(configured.kernel_size) == (7, 7)

@@ -275,7 +275,8 @@ def test_images_over_the_pixel_budget_are_refused_before_decoding(tmp_path, monk
     assert predictor.shapes == [(1, 1, 50, 50)] and os.listdir(tmp_path / "out") == ["small.png"]
     with pytest.raises(ValueError, match="big.png.*12000 pixels exceed the max_pixels"):
         run(src / "big.png", tmp_path / "out2", max_pixels=10_000)
-    # Pillow's own decompression-bomb refusal, reported the same way
+    # with no budget at all, Pillow's own decompression-bomb refusal, reported the same way (with a budget, the
+    # budget replaces it: tests/test_tiled_inference.py)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
     with pytest.raises(ValueError, match="big.png: refused before decoding .*max_pixels"):
-        run(src / "big.png", tmp_path / "out3", max_pixels=None)
+        run(src / "big.png", tmp_path / "out3", max_pixels=None, max_memory_gb=None)

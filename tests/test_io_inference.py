@@ -15,19 +15,11 @@ import pytest
 import torch
 from nibabel.testing import data_path as NIB_DATA
 from PIL import Image
-from pydicom.data import get_testdata_file
-from pydicom.uid import generate_uid
 
 from medical_denoise.io import FailedInputsError, ModelRouter, ModelSpec, denoise_path, predict_array, read_image
+from tests.utils import dicom_file, make_series
 
 pytestmark = pytest.mark.filterwarnings("ignore:builtin type:DeprecationWarning")
-
-
-def dicom_file(name: str) -> Path:
-    path = get_testdata_file(name, download=False)
-    if path is None:
-        pytest.skip(f"{name} needs the pydicom-data package")
-    return Path(path)
 
 
 def identity(x: torch.Tensor) -> torch.Tensor:
@@ -40,23 +32,6 @@ def identity_router() -> ModelRouter:
                        clinical=ModelSpec(predictor=identity, image_channels=1))  # fmt: skip
 
 
-def make_series(folder: Path, n: int = 4) -> list[Path]:
-    """CT_small copies with shuffled names, distinct positions and pixels (+10 HU per slice)."""
-    folder.mkdir(parents=True)
-    uid = generate_uid()
-    names = np.random.default_rng(1).permutation(n)
-    files = []
-    for k in range(n):
-        ds = pydicom.dcmread(dicom_file("CT_small.dcm"))
-        ds.set_pixel_data((ds.pixel_array.astype(np.int32) + 10 * k).astype(np.int16), "MONOCHROME2", 16)
-        ds.SeriesInstanceUID = uid
-        ds.ImagePositionPatient = [0.0, 0.0, 3.0 * k]
-        path = folder / f"x{names[k]}.dcm"
-        ds.save_as(path, enforce_file_format=True)
-        files.append(path)
-    return files
-
-
 def test_identity_round_trip_dicom_file(tmp_path):
     src = dicom_file("CT_small.dcm")
     out = denoise_path(src, tmp_path / "out", identity, model_channels=1, description="id", progress=False)
@@ -66,7 +41,7 @@ def test_identity_round_trip_dicom_file(tmp_path):
 
 
 def test_identity_round_trip_series_each_file_keeps_its_slice(tmp_path):
-    files = make_series(tmp_path / "ser")
+    files = make_series(tmp_path / "ser", n=4)
     calls = []
 
     def recording(x):

@@ -12,45 +12,10 @@ import pytest
 import tifffile
 from nibabel.testing import data_path as NIB_DATA
 from PIL import Image
-from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
 from medical_denoise.io import CT_WINDOW, IntensityMapping, LoadedImage, default_intensity_mapping, read_image
-
-
-def dicom_file(name: str) -> Path:
-    """A pydicom test file; the big ones come from the optional ``pydicom-data`` package (never downloaded)."""
-    path = get_testdata_file(name, download=False)
-    if path is None:
-        pytest.skip(f"{name} needs the pydicom-data package")
-    return Path(path)
-
-
-def make_series(folder: Path, base: str = "CT_small.dcm", n: int = 5, iop=(1, 0, 0, 0, 1, 0), seed: int = 0):
-    """Write ``n`` modified copies of ``base`` with distinct positions and pixels under shuffled names.
-
-    Slice k gets ImagePositionPatient = origin + 2.5 * k * normal, pixels = original + 10 * k, and a
-    reversed InstanceNumber so that only the position gives the right order. Returns the files in slice
-    order (ascending along the normal).
-    """
-    folder.mkdir(parents=True, exist_ok=True)
-    names = np.random.default_rng(seed).permutation(n)
-    normal = np.cross(iop[:3], iop[3:])
-    series_uid = generate_uid()
-    files = []
-    for k in range(n):
-        ds = pydicom.dcmread(dicom_file(base))
-        pixels = ds.pixel_array.astype(np.int32) + 10 * k
-        ds.set_pixel_data(np.clip(pixels, -32768, 32767).astype(np.int16), "MONOCHROME2", 16)
-        ds.SeriesInstanceUID = series_uid
-        ds.ImageOrientationPatient = list(iop)
-        ds.ImagePositionPatient = [float(v) for v in np.array([10.0, -20.0, 30.0]) + 2.5 * k * normal]
-        ds.InstanceNumber = n - k
-        path = folder / f"img_{names[k]:03d}.dcm"
-        ds.save_as(path, enforce_file_format=True)
-        files.append(path)
-    return files
-
+from tests.utils import dicom_file, make_series
 
 # ------------------------------------------------------------------------------------------------ DICOM
 

@@ -12,35 +12,13 @@ import pydicom
 import pytest
 from nibabel.testing import data_path as NIB_DATA
 from PIL import Image
-from pydicom.data import get_testdata_file
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 import medical_denoise.io.writers as writers
 from medical_denoise.io import default_output_name, read_image, write_like
+from tests.utils import dicom_file, make_series
 
 pytestmark = pytest.mark.filterwarnings("ignore:builtin type:DeprecationWarning")  # ITK's SWIG bindings
-
-
-def dicom_file(name: str) -> Path:
-    path = get_testdata_file(name, download=False)
-    if path is None:
-        pytest.skip(f"{name} needs the pydicom-data package")
-    return Path(path)
-
-
-def make_series(folder: Path, n: int = 3) -> list[Path]:
-    """``n`` copies of CT_small with distinct positions, one series."""
-    folder.mkdir(parents=True)
-    uid = generate_uid()
-    files = []
-    for k in range(n):
-        ds = pydicom.dcmread(dicom_file("CT_small.dcm"))
-        ds.SeriesInstanceUID = uid
-        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-        ds.ImagePositionPatient = [0.0, 0.0, 5.0 * k]
-        ds.save_as(folder / f"slice{k}.dcm", enforce_file_format=True)
-        files.append(folder / f"slice{k}.dcm")
-    return files
 
 
 def test_derived_ct_dicom_keeps_patient_study_geometry(tmp_path):
@@ -125,7 +103,7 @@ def test_multiframe_stays_multiframe(tmp_path):
 
 
 def test_series_folder_written_as_one_new_series(tmp_path):
-    files = make_series(tmp_path / "in")
+    files = make_series(tmp_path / "in", n=3)
     image = read_image(tmp_path / "in")
     out = write_like(image, image.array, tmp_path / "out" / "in", description="t")
     assert sorted(p.name for p in out) == sorted(f.name for f in files)

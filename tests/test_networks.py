@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -104,3 +105,73 @@ def test_self_ensemble_refuses_a_string_flag():
     # the bundle command line passes "--self_ensemble false" as the truthy string "false"
     with pytest.raises(TypeError, match="self_ensemble must be True or False"):
         GeneratorPredictor(DenoiseUNet(channels=(8, 16), strides=(2,)), self_ensemble="false")
+
+
+# ------------------------------------------------------------------------------------ noise-level conditioning
+
+
+def test_wavelet_noise_std_matches_skimage_and_ignores_constant_regions():
+    from skimage.data import camera
+    from skimage.restoration import estimate_sigma
+
+    from medical_denoise.noise import wavelet_noise_std
+
+    rng = np.random.default_rng(0)
+    image = camera() / 255.0
+    noisy = image + rng.normal(0.0, 0.05, image.shape)
+    ours = float(wavelet_noise_std(torch.from_numpy(noisy)[None, None])[0])
+    assert ours == pytest.approx(estimate_sigma(noisy), rel=0.02) and ours == pytest.approx(0.05, rel=0.15)
+    padded = np.zeros((512, 1024))
+    padded[:, :512] = noisy  # half the image is exact padding: its zero coefficients must not pull the median down
+    assert float(wavelet_noise_std(torch.from_numpy(padded)[None, None])[0]) == pytest.approx(ours, rel=0.02)
+    assert float(wavelet_noise_std(torch.zeros(1, 1, 8, 8))[0]) == 0.0
+
+
+def _level_net(**kwargs):
+    torch.manual_seed(0)
+    return DenoiseUNet(
+        in_channels=3, out_channels=1, channels=(8, 16), strides=(2,), num_res_units=1, residual=True, **kwargs
+    )
+
+
+def test_level_conditioned_generator_takes_a_level_map_or_estimates_it():
+    from medical_denoise.noise import wavelet_noise_std
+
+    net = _level_net(noise_level_input=True).eval()
+    slab = torch.rand(2, 3, 30, 34)
+    level = wavelet_noise_std(slab[:, 1:2])
+    told = torch.cat([slab, level.view(2, 1, 1, 1).expand(2, 1, 30, 34)], dim=1)
+    with torch.no_grad():
+        assert torch.allclose(net(slab), net(told), atol=1e-6)  # blind = told the estimate
+        other = torch.cat([slab, torch.full_like(slab[:, :1], 0.3)], dim=1)
+        assert not torch.allclose(net(other), net(told), atol=1e-4)  # the map reaches the output
+        scripted = torch.jit.script(net)
+        assert torch.allclose(scripted(slab), net(slab), atol=1e-6)
+    with pytest.raises(ValueError, match=r"expected \(N, 3"):
+        net(torch.rand(1, 5, 16, 16))
+    with pytest.raises(ValueError, match=r"expected \(N, 3"):
+        _level_net()(told)  # without a level input the extra channel is refused
+
+
+def test_widened_weights_keep_what_the_blind_model_computed(tmp_path):
+    from medical_denoise.engine import init_handlers
+    from medical_denoise.networks import widen_input_channels
+
+    blind = _level_net().eval()
+    conditioned = _level_net(noise_level_input=True).eval()
+    conditioned.load_state_dict(widen_input_channels(blind.state_dict(), conditioned))
+    slab = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        for level in (0.0, 0.1):
+            told = torch.cat([slab, torch.full_like(slab[:, :1], level)], dim=1)
+            assert torch.allclose(conditioned(told), blind(slab), atol=1e-6)
+    # the fine-tuning entry point (train.yaml's init_weights) widens the same way
+    torch.save(blind.state_dict(), tmp_path / "blind.pt")
+    fresh = _level_net(noise_level_input=True)
+    torch.manual_seed(3)
+    for p in fresh.parameters():
+        p.data.normal_()
+    (handler,) = init_handlers(tmp_path / "blind.pt", fresh)
+    handler(None)
+    with torch.no_grad():
+        assert torch.allclose(fresh.eval()(slab), blind(slab), atol=1e-6)

@@ -14,6 +14,7 @@ from monai.data.utils import set_rnd
 from monai.handlers import CheckpointLoader
 
 from medical_denoise.engine.handlers import loss_summary
+from medical_denoise.networks.generator import widen_input_channels
 
 _UNSET = (None, "", False, "None", "null")  # how configs and the command line spell "no checkpoint"
 
@@ -48,12 +49,12 @@ def resume_handlers(
     return [CheckpointLoader(load_path=str(path), load_dict=load_dict, map_location=map_location)]
 
 
-def init_handlers(
-    init_weights: str | Path | None, network: torch.nn.Module, map_location=None
-) -> list[CheckpointLoader]:
+def init_handlers(init_weights: str | Path | None, network: torch.nn.Module, map_location=None) -> list:
     """Handlers that start training from existing generator weights (fine-tuning), for a trainer's handler list.
 
-    Attach them before :func:`resume_handlers`: a resumed run then gets its own newer weights, not these.
+    Attach them before :func:`resume_handlers`: a resumed run then gets its own newer weights, not these. Weights of
+    a network with fewer input channels are widened with zero weights (:func:`widen_input_channels`), so a blind
+    model can be fine-tuned into a noise-level-conditioned one from where it stands.
 
     Args:
         init_weights: None/"" (random initialisation) or a generator state dict, e.g. a bundle's ``models/model.pt``,
@@ -66,7 +67,30 @@ def init_handlers(
     path = Path(init_weights)
     if not path.is_file():
         raise FileNotFoundError(f"init_weights not found: {path}")
-    return [CheckpointLoader(load_path=str(path), load_dict={"generator": network}, map_location=map_location)]
+    return [InitWeights(path, network, map_location)]
+
+
+class InitWeights:
+    """Loads generator weights (``weights_only``) when training starts; see :func:`init_handlers`.
+
+    Args:
+        path: a state dict, or a checkpoint holding one under ``generator``.
+        network: the generator to load into.
+        map_location: ``torch.load`` map location.
+    """
+
+    def __init__(self, path: str | Path, network: torch.nn.Module, map_location=None) -> None:
+        self.path = Path(path)
+        self.network = network
+        self.map_location = map_location
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        state = torch.load(self.path, map_location=self.map_location or "cpu", weights_only=True)
+        state = state.get("generator", state)
+        self.network.load_state_dict(widen_input_channels(state, self.network))
 
 
 class StopOnNonFiniteLoss:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from monai.metrics import compute_ms_ssim
+from monai.metrics import SSIMMetric, compute_ms_ssim
 from scipy import stats
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
@@ -38,6 +38,7 @@ __all__ = [
     "psnr",
     "score_image",
     "ssim",
+    "ssim_metric",
 ]
 
 DATA_RANGE = 1.0
@@ -45,6 +46,19 @@ MS_SSIM_KERNEL_SIZE = 11
 MS_SSIM_SCALES = 5
 # skimage's default SSIM window; images smaller than this cannot be scored
 SSIM_WIN_SIZE = 7
+
+
+def ssim_metric(spatial_dims: int = 2, data_range: float = DATA_RANGE) -> SSIMMetric:
+    """MONAI's ``SSIMMetric`` set to the evaluation's SSIM (skimage's 7x7 uniform window, sample covariance).
+
+    Validation (``train.yaml``'s ``val_ssim``) uses it, so the SSIM logged during training and the SSIM of the
+    evaluation reports are one definition: on the same pair it equals :func:`ssim` / unmasked :func:`masked_ssim`.
+
+    Args:
+        spatial_dims: 2 or 3.
+        data_range: the dynamic range of the images.
+    """
+    return SSIMMetric(spatial_dims=spatial_dims, data_range=data_range, kernel_type="uniform", win_size=SSIM_WIN_SIZE)
 
 
 def check_image(image: np.ndarray, name: str = "image") -> None:

@@ -9,7 +9,7 @@ from medical_denoise.io.fidelity import FidelityGuard
 from medical_denoise.io.geometry import zoom_affine, zoom_dicom_dataset, zoomed_like
 from medical_denoise.io.image import LoadedImage
 from medical_denoise.io.inference import (
-    MAX_PIXELS,
+    MAX_MEMORY_GB,
     FailedInputsError,
     InputItem,
     collect_inputs,
@@ -35,11 +35,12 @@ from medical_denoise.io.routing import (
     Route,
     image_kind,
 )
+from medical_denoise.io.tiled import denoise_tiled, estimate_memory, tile_spans
 from medical_denoise.io.writers import default_output_name, write_like
 
 __all__ = [
     "CT_WINDOW",
-    "MAX_PIXELS",
+    "MAX_MEMORY_GB",
     "MR_PERCENTILES",
     "PHOTO_MODALITIES",
     "FailedInputsError",
@@ -57,6 +58,8 @@ __all__ = [
     "default_output_name",
     "denoise_image",
     "denoise_path",
+    "denoise_tiled",
+    "estimate_memory",
     "guess_format",
     "image_kind",
     "looks_like_hu",
@@ -64,6 +67,7 @@ __all__ = [
     "predict_array",
     "read_image",
     "slab_indices",
+    "tile_spans",
     "write_like",
     "zoom_affine",
     "zoom_dicom_dataset",

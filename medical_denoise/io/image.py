@@ -17,7 +17,8 @@ __all__ = ["LoadedImage"]
 class LoadedImage:
     """One image or volume read by :func:`medical_denoise.io.read_image`.
 
-    Layout of ``array`` (float32, channel-first, ORIGINAL units such as HU):
+    Layout of ``array`` (float32, channel-first, ORIGINAL units such as HU; a PNG/JPEG/TIFF read with
+    ``read_image(..., native=True)`` keeps its stored uint8/uint16 samples instead, as a view of the decoded pixels):
 
     * 2D images (PNG/JPEG/TIFF page, single-frame DICOM, 2D NIfTI): ``(C, H, W)``; for DICOM H = Rows.
     * volumes: ``(C, *plane, D)``, slices along the LAST axis: DICOM series ``(C, Rows, Columns, slices)``

@@ -8,6 +8,9 @@
   own neighbour. It returns the centre slice. Slabs are built per batch, never for the whole volume.
 * Never worse than the input: a model's :class:`~medical_denoise.io.fidelity.FidelityGuard` keeps exactly constant
   regions, and every voxel the network returned unchanged comes back with its original value, bit for bit.
+* Bounded memory for PNG/JPEG/TIFF: they stay as decoded (uint8/uint16) and run through the model in overlapping
+  tiles into a preallocated output of the same dtype (:mod:`.tiled`); one that would not fit the memory budget is
+  refused from its header, before it is decoded (:func:`denoise_path`'s ``max_memory_gb``).
 * No channel conversion unless asked: :func:`predict_array` refuses a channel count the model does not take,
   except with ``adapt_channels=True`` (grey replicated to an RGB model and averaged back; RGB through a grayscale
   model channel by channel), which only the MONAI Label app requests.
@@ -15,7 +18,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import dataclasses
 import logging
 import math
 import os
@@ -29,17 +34,25 @@ import torch
 from tqdm.auto import tqdm
 
 from medical_denoise.atomic import check_writable_dir
-from medical_denoise.io.fidelity import FidelityGuard
 from medical_denoise.io.geometry import check_scale, zoomed_like
 from medical_denoise.io.image import LoadedImage
 from medical_denoise.io.intensity import IntensityMapping, default_intensity_mapping
+from medical_denoise.io.predict import predict_array, slab_indices
 from medical_denoise.io.readers import _IGNORED_NAMES, DICOM_SUFFIXES, guess_format, is_dicom_file, read_image
 from medical_denoise.io.routing import ModelRouter, ModelSpec, Route
+from medical_denoise.io.tiled import (
+    BASE_MEMORY_GB,
+    TILE_MARGIN,
+    TILE_SIZE,
+    bytes_per_pixel,
+    denoise_tiled,
+    tile_spans,
+)
 from medical_denoise.io.writers import write_like
 from medical_denoise.noise.estimate import estimate_noise_level
 
 __all__ = [
-    "MAX_PIXELS",
+    "MAX_MEMORY_GB",
     "FailedInputsError",
     "InputItem",
     "collect_inputs",
@@ -51,9 +64,16 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 _DICOM_NAMED = (".dcm", ".dicom", ".ima")
-#: default pixel budget of one PNG/JPEG/TIFF (pages x rows x columns), see :func:`denoise_path`'s ``max_pixels``:
-#: an RGB photograph this large stays under 4 GiB resident (measurement: docs/clinical_formats.md, "Inference runner").
-MAX_PIXELS = 20_000_000
+#: default memory budget (GiB) of one PNG/JPEG/TIFF, see :func:`denoise_path`'s ``max_memory_gb``: with the tiled
+#: path an 8-bit RGB image of up to about 460 megapixels fits (docs/performance.md, "Memory of large images").
+MAX_MEMORY_GB = 4.0
+# Pillow mode -> (channels of the read image, bytes per stored sample, bytes per pixel of Pillow's own copies while
+# decoding): RGB is stored as 4 bytes per pixel; alpha, palette and CMYK images are converted (a second copy), and
+# the alpha plane is kept beside the pixels
+_PILLOW_MODES = {
+    "1": (1, 1, 2), "L": (1, 1, 1), "LA": (1, 1, 6), "I;16": (1, 2, 2), "I;16B": (1, 2, 2), "I;16L": (1, 2, 2),
+    "I": (1, 2, 4), "P": (3, 1, 9), "RGB": (3, 1, 4), "RGBA": (3, 1, 9), "CMYK": (3, 1, 8), "YCbCr": (3, 1, 8),
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -73,9 +93,9 @@ class InputItem:
         """Every input file of the item."""
         return self.files or (self.path,)
 
-    def read(self, modality: str | None = None) -> LoadedImage:
-        """:func:`read_image` of the file or of the series."""
-        return read_image(self.path, modality=modality, files=self.files or None)
+    def read(self, modality: str | None = None, native: bool = False) -> LoadedImage:
+        """:func:`read_image` of the file or of the series (``native``: PNG/JPEG/TIFF keep their stored samples)."""
+        return read_image(self.path, modality=modality, files=self.files or None, native=native)
 
 
 class FailedInputsError(ValueError):
@@ -208,126 +228,6 @@ def _same(a: Path, b: str | Path) -> bool:
         return False
 
 
-def slab_indices(depth: int, start: int, stop: int, context_slices: int) -> np.ndarray:
-    """Slice indices of the 2.5D input of output slices ``start .. stop - 1``: ``(stop - start, 2k + 1)``.
-
-    Row ``i`` is ``z - k .. z + k`` for ``z = start + i``, clamped to ``[0, depth - 1]`` (the edge slice repeats),
-    so the centre column is ``z`` itself.
-
-    Args:
-        depth: number of slices (1 for a 2D image, whose slab is itself 2k + 1 times).
-        start: first output slice.
-        stop: one past the last output slice.
-        context_slices: neighbours on each side (k).
-    """
-    z = np.arange(start, stop)[:, None]
-    offsets = np.arange(-context_slices, context_slices + 1)[None, :]
-    return np.clip(z + offsets, 0, depth - 1)
-
-
-def _adaptation(channels: int, model_channels: int, adapt: bool, context_slices: int, source: Path | str) -> str | None:
-    """None (exact fit), "replicate" (grey -> RGB model) or "split" (RGB -> grayscale model); else ValueError."""
-    if channels == model_channels:
-        return None
-    pair = {(1, 3): "replicate", (3, 1): "split"}.get((channels, model_channels))
-    if adapt and pair and context_slices == 0:
-        return pair
-    raise ValueError(
-        f"{source}: image has {channels} channel(s) but the model takes {model_channels}; pass a model made for "
-        f"{channels}-channel images (channels are not converted)."
-    )
-
-
-@torch.no_grad()
-def predict_array(
-    array: np.ndarray,
-    predictor: Callable[[torch.Tensor], torch.Tensor],
-    *,
-    model_channels: int | None = None,
-    context_slices: int = 0,
-    guard: FidelityGuard | None = None,
-    adapt_channels: bool = False,
-    batch_size: int = 8,
-    source: Path | str = "<array>",
-    device: torch.device | str | None = None,
-    progress: bool = False,
-    scale: int = 1,
-) -> np.ndarray:
-    """Run a 2D or 2.5D predictor over ``array`` (C, H, W) or (C, H, W, D) in the network range, slice by slice.
-
-    Args:
-        array: float array already mapped to the network range; volumes are cut along their last axis.
-        predictor: maps an ``(N, (2k + 1) * model_channels, H, W)`` float tensor to
-            ``(N, model_channels, scale * H, scale * W)``.
-        model_channels: channels of the images the model denoises (default: the array's own).
-        context_slices: k, the neighbours on each side stacked as input channels (see :func:`slab_indices`);
-            slab channels are ordered slice by slice (``z - k`` first), the centre block is slice ``z``.
-        guard: applied to each output slice against its input slice (same scale only).
-        adapt_channels: convert a grayscale image for an RGB model (replicated, output averaged back) and an RGB
-            image for a grayscale model (channel by channel); by default a channel mismatch is a ValueError.
-        batch_size: output slices per predictor call.
-        source: file named in error messages.
-        device: where input tensors go before the predictor (outputs come back to the CPU).
-        progress: show a tqdm bar over batches.
-        scale: in-plane size ratio of output to input (1: denoising/deblurring, 2 or 4: super-resolution).
-
-    Returns:
-        float32 array shaped like ``array``, its two in-plane axes ``scale`` times larger.
-    """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
-    if int(context_slices) != context_slices or context_slices < 0:
-        raise ValueError(f"context_slices must be an integer >= 0, got {context_slices!r}.")
-    scale = check_scale(scale, source)
-    if guard is not None and scale != 1:
-        raise ValueError(f"{source}: a FidelityGuard needs same-size outputs, but scale is {scale}.")
-    channels = int(array.shape[0])
-    model_channels = channels if model_channels is None else int(model_channels)
-    adapt = _adaptation(channels, model_channels, adapt_channels, int(context_slices), source)
-    if adapt == "split":  # each colour channel is its own grayscale image
-        return np.concatenate([
-            predict_array(array[c : c + 1], predictor, batch_size=batch_size, source=source, device=device,
-                          progress=progress, scale=scale, guard=guard)
-            for c in range(channels)
-        ])  # fmt: skip
-    k = int(context_slices)
-    volume = array.ndim == 4
-    depth = int(array.shape[-1]) if volume else 1
-    h, w = int(array.shape[1]), int(array.shape[2])
-    result = np.empty((channels, h * scale, w * scale, depth), dtype=np.float32)
-    out_channels = 3 if adapt == "replicate" else channels
-    starts = range(0, depth, batch_size)
-    for start in tqdm(starts, desc=Path(str(source)).name, disable=not progress, leave=False, unit="batch"):
-        stop = min(start + batch_size, depth)
-        index = slab_indices(depth, start, stop, k)
-        low, high = int(index.min()), int(index.max()) + 1
-        # only the slices this batch needs, slice-first and contiguous: (n, C, H, W)
-        block = array[..., low:high] if volume else array[..., None]
-        block = np.ascontiguousarray(np.moveaxis(block, -1, 0), dtype=np.float32)
-        slab = block[index - low].reshape(len(index), (2 * k + 1) * channels, h, w)
-        centre = block[index[:, k] - low]
-        x = torch.from_numpy(np.repeat(slab, 3, axis=1) if adapt == "replicate" else slab)
-        y = predictor(x.to(device) if device is not None else x)
-        if hasattr(y, "as_tensor"):  # MONAI MetaTensor
-            y = y.as_tensor()
-        expected = (len(index), out_channels, h * scale, w * scale)
-        if not isinstance(y, torch.Tensor) or tuple(y.shape) != expected:
-            got = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
-            raise ValueError(
-                f"{source}: predictor returned {got} for an input of shape {tuple(x.shape)}; expected {expected} "
-                f"(scale {scale})."
-            )
-        y = y.detach().float().cpu()
-        if not torch.isfinite(y).all():
-            raise ValueError(f"{source}: predictor returned NaN or Inf values.")
-        if adapt == "replicate":
-            y = y.mean(dim=1, keepdim=True)
-        if guard is not None:
-            y = guard(torch.from_numpy(centre), y)
-        result[..., start:stop] = np.moveaxis(y.numpy(), 0, -1)
-    return result if volume else result[..., 0]
-
-
 def denoise_image(
     image: LoadedImage,
     route: Route,
@@ -410,7 +310,10 @@ def denoise_path(
     batch_size: int = 8,
     overwrite: bool = False,
     skip_existing: bool = False,
-    max_pixels: int | None = MAX_PIXELS,
+    max_memory_gb: float | None = MAX_MEMORY_GB,
+    max_pixels: int | None = None,
+    tile_size: int = TILE_SIZE,
+    tile_margin: int = TILE_MARGIN,
     progress: bool = True,
     device: torch.device | str | None = None,
     intensity: Callable[[LoadedImage], IntensityMapping] | None = None,
@@ -421,8 +324,11 @@ def denoise_path(
     Each input (see :func:`collect_inputs`) is read with :func:`read_image` (with the modality override), given its
     model by the router (refused with one line naming the file when no model fits), denoised by
     :func:`denoise_image` and written with :func:`write_like`, atomically, file by file. JPEG inputs are written as
-    lossless PNG. Before any work, the plan is checked (no output on an input, no two inputs onto one output,
-    existing outputs only with ``overwrite`` or ``skip_existing``) and so is the output folder's writability.
+    lossless PNG. PNG/JPEG/TIFF inputs stay in their stored uint8/uint16 samples and run in overlapping tiles
+    (:func:`~medical_denoise.io.tiled.denoise_tiled`), so their memory is about input + output samples plus one
+    tile's working set; one whose estimate exceeds ``max_memory_gb`` is refused from its header, before decoding.
+    Before any work, the plan is checked (no output on an input, no two inputs onto one output, existing outputs
+    only with ``overwrite`` or ``skip_existing``) and so is the output folder's writability.
 
     Inputs are independent: a bad one (corrupt, truncated, dangling link, no model for it) is logged with its
     reason and skipped, the others are written, and outputs already written stay. The run ends with a logged
@@ -445,8 +351,17 @@ def denoise_path(
         skip_existing: leave an input alone when all its outputs already exist (non-empty; outputs are moved into
             place only once complete), so a killed run can be resumed. Other existing outputs still need
             ``overwrite``.
-        max_pixels: largest PNG/JPEG/TIFF, in pixels (pages x rows x columns), refused before decoding, which
-            would hold it all in memory (the default keeps an RGB image under about 4 GiB); None: no limit.
+        max_memory_gb: memory budget of one PNG/JPEG/TIFF: an image whose estimated peak resident memory
+            (:func:`~medical_denoise.io.tiled.estimate_memory`: ``BASE_MEMORY_GB`` + bytes per pixel x pixels, 7
+            bytes per 8-bit RGB pixel) exceeds it is refused from its header, before decoding; the default, 4 GiB,
+            takes 8-bit RGB images up to about 460 megapixels. Within a budget, Pillow's decompression-bomb limit
+            (``PIL.Image.MAX_IMAGE_PIXELS``) is raised to the accepted image. None: no memory budget. DICOM and
+            NIfTI inputs are not budgeted.
+        max_pixels: optional cap on PNG/JPEG/TIFF pixels (pages x rows x columns), refused before decoding; None
+            (default): none. With neither budget, Pillow's own decompression-bomb limit applies.
+        tile_size: largest side, margins included, that one predictor call sees for PNG/JPEG/TIFF; images no
+            larger run whole (bit-identical to an untiled run).
+        tile_margin: context pixels on each inner side of a tile, cropped away after the model (seams).
         progress: show tqdm bars.
         device: torch device for the predictor's inputs; None leaves tensors on the CPU.
         intensity: picks the mapping for each image; default ``image.intensity`` (see
@@ -464,6 +379,7 @@ def denoise_path(
         FailedInputsError: some inputs of several failed (the others were written).
     """
     router = _as_router(predictor, model_channels, modality, scale)
+    tile_spans(int(tile_size) + 1, int(tile_size), int(tile_margin))  # a tile size too small is refused first
     input_path, output_dir = Path(input_path), Path(output_dir)
     items = collect_inputs(input_path, exclude=output_dir)
     check_writable_dir(output_dir)
@@ -475,12 +391,21 @@ def denoise_path(
     todo = [(item, target) for item, target, skip in zip(items, targets, done) if not skip]
     for item, target in tqdm(todo, desc="denoise", disable=not progress or len(todo) < 2):
         try:
-            _check_pixel_budget(item, max_pixels)
-            image = item.read(router.modality)
+            pixels = _check_pixel_budget(item, max_pixels, max_memory_gb)
+            with _pillow_limit(pixels):
+                image = item.read(router.modality, native=True)
             route = router.route(image)
-            restored = denoise_image(
-                image, route, batch_size=batch_size, device=device, progress=progress, intensity=intensity
-            )
+            if image.array.dtype.kind == "u":  # PNG/JPEG/TIFF as stored: tiles, stored samples out
+                restored = denoise_tiled(
+                    image, route, tile_size=int(tile_size), margin=int(tile_margin), batch_size=batch_size,
+                    device=device, progress=progress, intensity=intensity,
+                )  # fmt: skip
+                # the writer needs the input's shape and headers only: its pixels go before the output is encoded
+                image = dataclasses.replace(image, array=np.broadcast_to(image.array.dtype.type(0), image.array.shape))
+            else:
+                restored = denoise_image(
+                    image, route, batch_size=batch_size, device=device, progress=progress, intensity=intensity
+                )
             if route.spec.scale != 1:  # the writer takes shape and geometry from the image it is given
                 image = zoomed_like(image, route.spec.scale, array=restored)
             text = route.spec.description or description
@@ -510,45 +435,108 @@ def _one_line(error: BaseException, source: Path) -> str:
     return text if str(source) in text else f"{source}: {text}"
 
 
-def _check_pixel_budget(item: InputItem, max_pixels: int | None) -> None:
-    """Refuse a PNG/JPEG/TIFF with more than ``max_pixels`` pixels (or over Pillow's decompression-bomb limit) from
-    its header, before it is decoded."""
-    path = item.path
-    if item.files or not path.is_file():
-        return
+def _header(path: Path) -> tuple[int, int, int, int, str] | None:
+    """(pixels, channels, bytes per sample, decoder bytes per pixel, description) of a PNG/JPEG/TIFF from its
+    header, with Pillow's decompression-bomb check off (the caller judges the size); None if unreadable."""
     fmt = guess_format(path)
-    fix = (
-        f"raise the max_pixels option (now {max_pixels}) if this machine has the memory (about 160 bytes per RGB "
-        "pixel), or crop the image; tiled decoding is not supported."
-    )
     if fmt == "tiff":
         import tifffile
 
         try:
             with tifffile.TiffFile(path) as tif:
-                shape, axes = tif.series[0].shape, str(tif.series[0].axes)
+                series = tif.series[0]
+                shape, axes, dtype = series.shape, str(series.axes), np.dtype(series.dtype)
         except Exception:  # noqa: BLE001  (read_image reports an unreadable file)
-            return
-        count = math.prod(int(n) for n, axis in zip(shape, axes) if axis != "S")
-    elif fmt in ("png", "jpeg"):
-        from PIL import Image
+            return None
+        sizes = dict(zip(axes, (int(n) for n in shape)))
+        channels = sizes.get("S", 1)
+        count = math.prod(n for axis, n in sizes.items() if axis != "S")
+        pages = count // max(1, sizes.get("Y", 1) * sizes.get("X", 1))
+        what = f"{sizes.get('X', '?')} x {sizes.get('Y', '?')}" + (f" x {pages} pages" if pages > 1 else "")
+        return count, channels, dtype.itemsize, 0, f"{what} {channels}-channel {8 * dtype.itemsize}-bit TIFF"
+    if fmt not in ("png", "jpeg"):
+        return None
+    from PIL import Image
 
+    with _pillow_limit(None, lift=True):
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # judged below, against max_pixels
-                with Image.open(path, formats=("PNG", "JPEG")) as im:  # reads the header only
-                    count = int(im.size[0]) * int(im.size[1])
-        except Image.DecompressionBombError as e:  # Pillow's own limit, twice its MAX_IMAGE_PIXELS
-            raise ValueError(
-                f"{path}: refused before decoding (max_pixels budget {max_pixels}): Pillow: {e} Crop the image; "
-                "tiled decoding is not supported."
-            ) from None
+            with Image.open(path, formats=("PNG", "JPEG")) as im:  # reads the header only
+                (w, h), mode = im.size, im.mode
         except Exception:  # noqa: BLE001  (read_image reports an unreadable file)
-            return
-    else:
-        return
+            return None
+    channels, sample, decoder = _PILLOW_MODES.get(mode, (3, 1, 9))
+    return int(w) * int(h), channels, sample, decoder, f"{w} x {h} {mode} {fmt.upper()}"
+
+
+def _check_pixel_budget(item: InputItem, max_pixels: int | None, max_memory_gb: float | None) -> int | None:
+    """Refuse a PNG/JPEG/TIFF over the budgets from its header, before it is decoded, in one line naming the fix.
+
+    Returns:
+        the pixel count of an accepted PNG/JPEG under a budget (Pillow's limit is raised to it for decoding), else
+        None (no budget: Pillow's own decompression-bomb limit applies, and its refusal is reported likewise).
+    """
+    path = item.path
+    if item.files or not path.is_file() or guess_format(path) not in ("png", "jpeg", "tiff"):
+        return None
+    if max_pixels is None and max_memory_gb is None:
+        _check_pillow_limit(path)
+        return None
+    header = _header(path)
+    if header is None:
+        return None
+    count, channels, sample, decoder, what = header
     if max_pixels is not None and count > max_pixels:
-        raise ValueError(f"{path}: {count} pixels exceed the max_pixels budget; refused before decoding: {fix}")
+        raise ValueError(
+            f"{path}: {count} pixels exceed the max_pixels budget ({max_pixels}); refused before decoding: raise "
+            "max_pixels (or set it to null) or crop the image."
+        )
+    if max_memory_gb is not None:
+        per_pixel = bytes_per_pixel(channels, sample, decoder)
+        need = BASE_MEMORY_GB + count * per_pixel / 2**30
+        if need > max_memory_gb:
+            raise ValueError(
+                f"{path}: {what} ({count / 1e6:.0f} megapixels) needs about {need:.1f} GiB ({per_pixel} bytes per "
+                f"pixel + {BASE_MEMORY_GB:g} GiB), over the max_memory_gb budget of {max_memory_gb:g}; refused "
+                "before decoding: raise max_memory_gb if this machine has the memory, or split the image."
+            )
+    return count
+
+
+def _check_pillow_limit(path: Path) -> None:
+    """Without a budget: Pillow's own decompression-bomb refusal (twice ``MAX_IMAGE_PIXELS``), before decoding."""
+    if guess_format(path) == "tiff":
+        return
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path, formats=("PNG", "JPEG")):  # reads the header only
+                pass
+    except Image.DecompressionBombError as e:
+        raise ValueError(
+            f"{path}: refused before decoding (no max_memory_gb or max_pixels budget set): Pillow: {e} Set a budget "
+            "(max_memory_gb) or crop the image."
+        ) from None
+    except Exception:  # noqa: BLE001  (read_image reports an unreadable file)
+        return
+
+
+@contextlib.contextmanager
+def _pillow_limit(pixels: int | None, lift: bool = False):
+    """Pillow's decompression-bomb limit for a block: off (``lift``), or raised to ``pixels``, an image the budget
+    accepted (never lowered); restored afterwards."""
+    from PIL import Image
+
+    old = Image.MAX_IMAGE_PIXELS
+    if lift:
+        Image.MAX_IMAGE_PIXELS = None
+    elif pixels is not None and old is not None and pixels > old:
+        Image.MAX_IMAGE_PIXELS = pixels
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = old
 
 
 def _as_router(predictor, model_channels: int | None, modality: str | None, scale: int) -> ModelRouter:

@@ -81,6 +81,7 @@ def read_image(
     volume_index: int | None = None,
     modality: str | None = None,
     files: Sequence[str | Path] | None = None,
+    native: bool = False,
 ) -> LoadedImage:
     """Read one clinical image, volume or DICOM series folder.
 
@@ -93,6 +94,9 @@ def read_image(
             says so or its values look like HU (:func:`nifti_modality`), else "unknown".
         files: for a DICOM series folder, the files of its one series (default: every file in it), so a folder
             that also holds other images or series can give one series.
+        native: PNG/JPEG/TIFF only: ``array`` keeps the stored uint8/uint16 samples, as a channel-first view of the
+            decoded pixels (3 bytes per RGB pixel instead of 12 for float32), for the tiled inference path
+            (:mod:`medical_denoise.io.tiled`); ignored for DICOM and NIfTI.
 
     Returns:
         the image, see :class:`LoadedImage` for the array layout.
@@ -115,10 +119,10 @@ def read_image(
     elif fmt == "nifti":
         image = _read_nifti(path, volume_index)
     elif fmt == "tiff":
-        image = _read_tiff(path)
+        image = _read_tiff(path, native)
     else:
-        image = _read_bitmap(path)
-    if not np.isfinite(image.array).all():
+        image = _read_bitmap(path, native)
+    if image.array.dtype.kind == "f" and not np.isfinite(image.array).all():  # stored integers are always finite
         bad = int(np.size(image.array) - np.count_nonzero(np.isfinite(image.array)))
         raise ValueError(f"{path}: {bad} of {image.array.size} values are NaN or Inf; cannot denoise.")
     if modality is not None:
@@ -394,14 +398,20 @@ def _png_ihdr(path: Path) -> tuple[int, int]:
     return head[24], head[25]
 
 
-def _read_bitmap(path: Path) -> LoadedImage:
+def _read_bitmap(path: Path, native: bool = False) -> LoadedImage:
+    fmt, pixels, meta = _decode_bitmap(path)  # Pillow's own copy of the pixels is gone once this returns
+    return _bitmap_image(path, fmt, pixels, meta, native)
+
+
+def _decode_bitmap(path: Path) -> tuple[str, np.ndarray, dict]:
+    """(format, (H, W[, 3]) uint8/uint16 pixels, meta) of a PNG/JPEG; at most one Pillow copy besides the array."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
-        with Image.open(path, formats=("PNG", "JPEG")) as opened:
-            opened.load()
-            fmt = str(opened.format).lower()
-            im = ImageOps.exif_transpose(opened)  # write back what a viewer shows
+        with Image.open(path, formats=("PNG", "JPEG")) as im:
+            im.load()
+            fmt = str(im.format).lower()
+            ImageOps.exif_transpose(im, in_place=True)  # write back what a viewer shows; no copy when upright
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ValueError(f"{path}: not a readable PNG or JPEG image ({e}).") from e
     if fmt == "png":
@@ -417,26 +427,42 @@ def _read_bitmap(path: Path) -> LoadedImage:
         meta["alpha"] = np.asarray(im.getchannel("A"))  # kept as is, not denoised
         im = im.convert(im.mode[:-1])
     if im.mode == "L" or im.mode == "RGB":
-        pixels = np.asarray(im, dtype=np.uint8)
+        pixels = _asarray(im).astype(np.uint8, copy=False)
     elif im.mode.startswith("I"):  # 16-bit grayscale PNG ("I;16" or "I")
-        raw = np.asarray(im)
+        raw = _asarray(im)
         if raw.min() < 0 or raw.max() > 65535:
             raise ValueError(f"{path}: {im.mode} image values out of 16-bit range.")
-        pixels = raw.astype(np.uint16)
+        pixels = raw.astype(np.uint16, copy=False)
     else:
         raise ValueError(f"{path}: image mode {im.mode} is not supported.")
-    return _bitmap_image(path, fmt, pixels, meta)
+    return fmt, pixels, meta
 
 
-def _bitmap_image(path: Path, fmt: str, pixels: np.ndarray, meta: dict) -> LoadedImage:
-    """(H, W[, 3]) or (pages, H, W[, 3]) unsigned pixels -> LoadedImage."""
+def _asarray(im, band_bytes: int = 2**22) -> np.ndarray:
+    """``np.asarray(im)`` filled band by band: numpy's own conversion goes through two whole-image byte strings
+    (6 bytes per RGB pixel next to Pillow's 4 and the array's 3); bands of about ``band_bytes`` of Pillow's rows
+    leave just Pillow's copy beside the array."""
+    width, height = im.size
+    rows = max(1, band_bytes // max(1, 4 * width))
+    if height <= rows:
+        return np.asarray(im)
+    first = np.asarray(im.crop((0, 0, width, rows)))
+    out = np.empty((height, *first.shape[1:]), dtype=first.dtype)
+    out[:rows] = first
+    for top in range(rows, height, rows):
+        out[top : top + rows] = np.asarray(im.crop((0, top, width, min(height, top + rows))))
+    return out
+
+
+def _bitmap_image(path: Path, fmt: str, pixels: np.ndarray, meta: dict, native: bool = False) -> LoadedImage:
+    """(H, W[, 3]) or (pages, H, W[, 3]) unsigned pixels -> LoadedImage (``native``: a view of ``pixels``)."""
     meta["dtype"] = pixels.dtype.str
     colour = meta.pop("colour", pixels.ndim == 3 and pixels.shape[-1] == 3)
     arr = pixels if colour else pixels[..., None]
     # (H, W, C) -> (C, H, W); (P, H, W, C) -> (C, H, W, P)
     arr = np.moveaxis(arr, -1, 0) if arr.ndim == 3 else arr.transpose(3, 1, 2, 0)
     image = LoadedImage(
-        array=np.ascontiguousarray(arr, dtype=np.float32),
+        array=arr if native else np.ascontiguousarray(arr, dtype=np.float32),
         format=fmt,
         modality="photo",
         source=path,
@@ -449,7 +475,7 @@ def _bitmap_image(path: Path, fmt: str, pixels: np.ndarray, meta: dict) -> Loade
     return image
 
 
-def _read_tiff(path: Path) -> LoadedImage:
+def _read_tiff(path: Path, native: bool = False) -> LoadedImage:
     import tifffile
 
     try:
@@ -474,4 +500,4 @@ def _read_tiff(path: Path) -> LoadedImage:
         raise ValueError(f"{path}: TIFF with axes {axes!r} is not supported (a 2D image or one stack of pages).")
     meta["colour"] = colour
     meta["axes"] = axes
-    return _bitmap_image(path, "tiff", pixels, meta)
+    return _bitmap_image(path, "tiff", pixels, meta, native)

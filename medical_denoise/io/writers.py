@@ -47,7 +47,8 @@ def write_like(
 
     Args:
         image: what was read; its headers/geometry are copied to the output.
-        array: new pixels in ORIGINAL units (e.g. HU), exactly ``image.array.shape``.
+        array: new pixels in ORIGINAL units (e.g. HU), exactly ``image.array.shape``; for PNG/JPEG/TIFF also the
+            final stored samples in the input's own dtype (uint8/uint16), which are written as they are.
         out_path: output file; for a DICOM series folder, the output folder (files keep the input names).
         description: what produced the pixels (e.g. the model name), stored in DICOM DerivationDescription.
         overwrite: replace existing outputs; never allowed for an input file.
@@ -63,7 +64,7 @@ def write_like(
     array = np.asarray(array)
     if array.shape != image.array.shape:
         raise ValueError(f"{image.source}: array shape {array.shape} differs from the input's {image.array.shape}.")
-    if not np.isfinite(array).all():
+    if array.dtype.kind == "f" and not np.isfinite(array).all():  # integers are finite (and a check would copy)
         raise ValueError(f"{image.source}: output array has NaN or Inf values; nothing written.")
     if image.format == "dicom":
         targets, writers = _dicom_outputs(image, array, out_path, description)
@@ -327,9 +328,12 @@ def _write_nifti(image: LoadedImage, array: np.ndarray, path: Path) -> None:
 
 
 def _bitmap_pixels(image: LoadedImage, array: np.ndarray) -> np.ndarray:
-    """(C, H, W[, P]) float in original units -> (H, W[, 3]) or (P, H, W[, 3]) unsigned, rounded, clipped."""
+    """(C, H, W[, P]) float in original units -> (H, W[, 3]) or (P, H, W[, 3]) unsigned, rounded, clipped.
+
+    An array already in the stored dtype (the tiled path's output) is taken as is: no float copy of the image.
+    """
     dtype = np.dtype(image.meta["dtype"])
-    pixels = _quantize(array, 1.0, 0.0, dtype, image.source)
+    pixels = array if array.dtype == dtype else _quantize(array, 1.0, 0.0, dtype, image.source)
     pixels = np.moveaxis(pixels, 0, -1) if pixels.ndim == 3 else pixels.transpose(3, 1, 2, 0)
     return pixels[..., 0] if pixels.shape[-1] == 1 else pixels
 

@@ -12,6 +12,8 @@ import torch.nn.functional as F
 from monai.networks.nets import UNet
 from torch import nn
 
+from medical_denoise.noise.estimate import wavelet_noise_std
+
 
 class DenoiseUNet(nn.Module):
     """MONAI ``UNet`` wrapped for image restoration.
@@ -48,6 +50,8 @@ class DenoiseUNet(nn.Module):
         act: str | tuple = "PRELU",
         dropout: float = 0.0,
         residual: bool = False,
+        noise_level_input: bool = False,
+        level_scale: float = 10.0,
     ) -> None:
         super().__init__()
         out_channels = in_channels if out_channels is None else out_channels
@@ -60,12 +64,14 @@ class DenoiseUNet(nn.Module):
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.residual = residual
+        self.noise_level_input = noise_level_input
+        self.level_scale = float(level_scale)
         # first input channel of the centre block: the image a residual output refers to
         self.centre = (in_channels // out_channels // 2) * out_channels
         self.multiple = math.prod(strides)
         self.unet = UNet(
             spatial_dims=spatial_dims,
-            in_channels=in_channels,
+            in_channels=in_channels + int(noise_level_input),
             out_channels=out_channels,
             channels=channels,
             strides=strides,
@@ -77,11 +83,14 @@ class DenoiseUNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # written in TorchScript's subset so `monai.bundle ckpt_export` can script it
-        if x.dim() != self.spatial_dims + 2 or x.shape[1] != self.in_channels:
+        accepted = self.in_channels + int(self.noise_level_input)
+        if x.dim() != self.spatial_dims + 2 or not (x.shape[1] == self.in_channels or x.shape[1] == accepted):
             raise ValueError(
                 f"expected (N, {self.in_channels}, {self.spatial_dims} spatial dims), got input of shape {x.shape}"
             )
         spatial: List[int] = list(x.shape[2:])
+        if self.noise_level_input:
+            x = self._with_level_map(x)
         padding: List[int] = []
         for i in range(len(spatial) - 1, -1, -1):  # F.pad lists the last dimension first
             padding += [0, (self.multiple - spatial[i] % self.multiple) % self.multiple]
@@ -92,6 +101,41 @@ class DenoiseUNet(nn.Module):
         if self.spatial_dims == 2:
             return y[:, :, : spatial[0], : spatial[1]]
         return y[:, :, : spatial[0], : spatial[1], : spatial[2]]
+
+    def _with_level_map(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` with its noise-level map (given, or estimated on the centre block) scaled by ``level_scale``."""
+        image = x[:, : self.in_channels]
+        if x.shape[1] > self.in_channels:
+            level_map = x[:, self.in_channels :]
+        else:
+            level = wavelet_noise_std(image[:, self.centre : self.centre + self.out_channels]).to(x.dtype)
+            shape: List[int] = [x.shape[0], 1] + list(x.shape[2:])
+            ones: List[int] = [x.shape[0]] + [1] * (x.dim() - 1)
+            level_map = level.reshape(ones).expand(shape)
+        return torch.cat([image, level_map * self.level_scale], dim=1)
+
+
+def widen_input_channels(state: dict, network: nn.Module) -> dict:
+    """``state`` with zero weights added for input channels ``network`` has and the state lacks.
+
+    A tensor whose shape differs from the network's only in dimension 1 (a first convolution's input channels), and
+    is smaller there, is zero-padded at the end of it; the network then computes what the old one did and the new
+    channels start without effect (fine-tuning a blind model into a noise-level-conditioned one).
+
+    Args:
+        state: a generator state dict.
+        network: the generator it should fit.
+    """
+    target = network.state_dict()
+    out = dict(state)
+    for key, value in state.items():
+        want = target.get(key)
+        if want is None or value.dim() < 2 or want.dim() != value.dim() or want.shape == value.shape:
+            continue
+        if want.shape[0] == value.shape[0] and want.shape[2:] == value.shape[2:] and want.shape[1] > value.shape[1]:
+            pad = value.new_zeros((value.shape[0], want.shape[1] - value.shape[1], *value.shape[2:]))
+            out[key] = torch.cat([value, pad], dim=1)
+    return out
 
 
 def load_generator(network: nn.Module, checkpoint: str | Path, key: str | None = None) -> nn.Module:

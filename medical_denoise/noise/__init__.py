@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from .clinical import AddClinicalNoised, CTNoiseBankd
+from .clinical import AddClinicalNoised, AppendNoiseLevelMapd, CTNoiseBankd
 from .ct_lowdose import LowDoseCTNoise
 from .degradations import downsample, gaussian_blur, jpeg_compress
-from .estimate import estimate_noise_level
+from .estimate import estimate_noise_level, wavelet_noise_std
 from .models import (
     NOISE_MODELS,
     GaussianNoise,
@@ -28,6 +28,7 @@ __all__ = [
     "make_noise_model",
     "rician_mean",
     "estimate_noise_level",
+    "wavelet_noise_std",
     "gaussian_blur",
     "downsample",
     "jpeg_compress",
@@ -40,4 +41,5 @@ __all__ = [
     "LowDoseCTNoise",
     "CTNoiseBankd",
     "AddClinicalNoised",
+    "AppendNoiseLevelMapd",
 ]

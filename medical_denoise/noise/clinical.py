@@ -28,7 +28,7 @@ from medical_denoise.atomic import atomic_write
 from medical_denoise.noise.ct_lowdose import LowDoseCTNoise
 from medical_denoise.noise.transforms import stable_seed
 
-__all__ = ["AddClinicalNoised", "CTNoiseBankd"]
+__all__ = ["AddClinicalNoised", "AppendNoiseLevelMapd", "CTNoiseBankd"]
 
 
 def _pair(value: float | Sequence[float], name: str) -> tuple[float, float]:
@@ -126,7 +126,10 @@ class AddClinicalNoised(Randomizable, MapTransform):
       the field of view (below ``fov_hu``, the scanner's padding) get none, as on a scanner;
     * other modalities: Rician noise with a per-channel std drawn from ``mr_sigma`` (fraction of the robust range).
 
-    The drawn parameters go to ``d["noise_params"]``. The bank is removed from the output (it is big).
+    The drawn parameters go to ``d["noise_params"]`` and the std of the added noise, in the network range, to
+    ``d[level_key]`` (Gaussian: the drawn std; Rician: the drawn per-channel std; low dose: the std of the added noise
+    over the field of view of the centre slice; clean: 0), for :class:`AppendNoiseLevelMapd`. The bank is removed
+    from the output (it is big).
 
     Args:
         keys: slab keys.
@@ -142,6 +145,7 @@ class AddClinicalNoised(Randomizable, MapTransform):
         bank_postfix: where :class:`CTNoiseBankd` put the bank.
         index_key: where :class:`~medical_denoise.data.ClinicalSlabd` put the slab's slice indices.
         fov_hu: CT values below this are padding outside the reconstruction circle (-3024 HU, -2048 HU, ...).
+        level_key: where the std of the added noise goes.
         allow_missing_keys: don't fail on missing keys.
     """
 
@@ -159,6 +163,7 @@ class AddClinicalNoised(Randomizable, MapTransform):
         bank_postfix: str = "lowdose",
         index_key: str = "slab_indices",
         fov_hu: float = -2000.0,
+        level_key: str = "noise_std",
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
@@ -176,6 +181,7 @@ class AddClinicalNoised(Randomizable, MapTransform):
         self.bank_postfix = bank_postfix
         self.index_key = index_key
         self.fov_hu = fov_hu
+        self.level_key = level_key
 
     def _generator(self, d: Mapping) -> np.random.Generator:
         if self.seed_key is None:
@@ -192,6 +198,7 @@ class AddClinicalNoised(Randomizable, MapTransform):
             noisy, params = self._degrade(slab.numpy(), info, bank, d.get(self.index_key), rng)
             d[key] = torch.from_numpy(noisy)
             d["noise_params"] = params
+            d[self.level_key] = params["std"]
         return d
 
     def _degrade(
@@ -199,19 +206,51 @@ class AddClinicalNoised(Randomizable, MapTransform):
     ) -> tuple[np.ndarray, dict[str, Any]]:
         span = float(info["high"]) - float(info["low"])
         if rng.random() < self.clean_prob:
-            return slab.copy(), {"kind": "none", "level": 0.0}
+            return slab.copy(), {"kind": "none", "level": 0.0, "std": 0.0}
         if str(info["modality"]).upper() == "CT":
             inside = slab * span + float(info["low"]) >= self.fov_hu
             if bank is not None and indices is not None and rng.random() < self.lowdose_prob:
                 factor = float(rng.uniform(*self.lowdose_scale))
                 realization = int(rng.integers(bank.shape[0]))
-                noise_hu = np.stack([bank[realization, ..., z] for z in indices]).astype(np.float32)
-                return slab + inside * (factor / span) * noise_hu, {"kind": "ct_lowdose", "level": factor}
+                noise = (
+                    inside * (factor / span) * np.stack([bank[realization, ..., z] for z in indices]).astype(np.float32)
+                )
+                centre = len(indices) // 2
+                std = float(noise[centre][inside[centre]].std()) if inside[centre].any() else 0.0
+                return slab + noise, {"kind": "ct_lowdose", "level": factor, "std": std}
             sigma_hu = float(rng.uniform(*self.ct_sigma_hu))
             noise = rng.standard_normal(slab.shape, dtype=np.float32) * (sigma_hu / span)
-            return slab + inside * noise, {"kind": "gaussian_hu", "level": sigma_hu}
+            return slab + inside * noise, {"kind": "gaussian_hu", "level": sigma_hu, "std": sigma_hu / span}
         fraction = float(rng.uniform(*self.mr_sigma))
         low = float(info["low"]) / span  # Rician acts on the magnitude in original units, here rescaled by span
         n1, n2 = (rng.standard_normal(slab.shape, dtype=np.float32) * fraction for _ in range(2))
         magnitude = np.sqrt((slab + low + n1) ** 2 + n2**2)
-        return (magnitude - low).astype(np.float32), {"kind": "rician", "level": fraction}
+        return (magnitude - low).astype(np.float32), {"kind": "rician", "level": fraction, "std": fraction}
+
+
+class AppendNoiseLevelMapd(MapTransform):
+    """Appends a constant channel holding the noise std ``d[level_key]`` (network range) to a degraded image.
+
+    The input of a generator built with ``noise_level_input=True`` (:class:`~medical_denoise.networks.DenoiseUNet`):
+    trained with the true level, it removes as much noise as it is told; at inference the network estimates the level
+    itself when the channel is missing.
+
+    Args:
+        keys: image keys (channel first).
+        level_key: where :class:`AddClinicalNoised` put the std.
+        allow_missing_keys: don't fail on missing keys.
+    """
+
+    def __init__(self, keys: KeysCollection, level_key: str = "noise_std", allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.level_key = level_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        if self.level_key not in d:
+            raise KeyError(f"AppendNoiseLevelMapd: no {self.level_key!r} in the data (AddClinicalNoised sets it).")
+        level = float(d[self.level_key])
+        for key in self.key_iterator(d):
+            image = torch.as_tensor(d[key])
+            d[key] = torch.cat([image, torch.full_like(image[:1], level)], dim=0)
+        return d

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 from skimage.restoration import estimate_sigma
+
+__all__ = ["estimate_noise_level", "wavelet_noise_std"]
 
 
 def estimate_noise_level(image: np.ndarray) -> float:
@@ -26,3 +29,26 @@ def estimate_noise_level(image: np.ndarray) -> float:
         else estimate_sigma(np.moveaxis(arr, 0, -1), channel_axis=-1, average_sigmas=True)
     )
     return float(sigma) * 255.0
+
+
+def wavelet_noise_std(x: torch.Tensor) -> torch.Tensor:
+    """Per-sample white-noise std of ``(N, C, ..., H, W)``, in the units of ``x`` (TorchScript-compatible).
+
+    Donoho's estimator, as skimage's ``estimate_sigma``: the median absolute finest-scale diagonal Haar coefficient
+    over 0.6745. Coefficients that are exactly 0 are left out: they come from constant regions (a scanner's padding
+    outside the field of view, a zero-filled background) that hold no noise to measure. A sample with no other
+    coefficient gets 0.
+
+    Args:
+        x: a batch; the last two dimensions are the image plane, all others are pooled per sample.
+    """
+    h, w = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
+    x = x[..., :h, :w].float()
+    hh = (x[..., 0::2, 0::2] - x[..., 0::2, 1::2] - x[..., 1::2, 0::2] + x[..., 1::2, 1::2]) / 2.0
+    flat = hh.abs().reshape(x.shape[0], -1)
+    out = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+    for i in range(x.shape[0]):
+        values = flat[i][flat[i] > 0]
+        if values.numel() > 0:
+            out[i] = values.median() / 0.6745
+    return out

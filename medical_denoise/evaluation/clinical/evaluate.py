@@ -12,6 +12,7 @@ import numpy as np
 from medical_denoise.evaluation.clinical.report import ClinicalReport, paired_differences, summarize, write_report
 from medical_denoise.evaluation.clinical.runner import (
     MODEL,
+    MODEL_TOLD,
     baseline_methods,
     evaluate_items,
     model_method,
@@ -42,6 +43,7 @@ def evaluate_clinical_split(
     confidence: float = 0.95,
     resamples: int = 2000,
     progress: bool = True,
+    level_input: bool = False,
 ) -> ClinicalReport:
     """Score a 2.5D predictor (and sigma-aware baselines) on the held-out volumes of a datalist; write the report.
 
@@ -65,11 +67,14 @@ def evaluate_clinical_split(
         confidence: interval level.
         resamples: bootstrap replicates.
         progress: tqdm bars.
+        level_input: the network takes a noise-level map (``DenoiseUNet(noise_level_input=True)``): it is also scored
+            as ``model_sigma``, told the std the baselines get, next to the blind ``model``.
     """
     if context < 0:
         raise ValueError(f"context must be >= 0 slices, got {context}.")
     max_slices = None if max_slices in (None, "None", "null") else int(max_slices)
-    methods = {MODEL: model_method(predictor), **baseline_methods(list(baselines))}
+    told = {MODEL_TOLD: model_method(predictor, told_level=True)} if level_input else {}
+    methods = {MODEL: model_method(predictor), **told, **baseline_methods(list(baselines))}
     items = split_items(datalist, split, data_root, max_images)
     logger.info("clinical evaluation of %d '%s' series, methods %s, %s slices per series", len(items), split,
                 ["noisy", *methods], max_slices or "all")  # fmt: skip
@@ -81,7 +86,7 @@ def evaluate_clinical_split(
         rows=rows,
         samplings=samplings,
         summary=summarize(rows, confidence, resamples, seed),
-        paired=paired_differences(rows, MODEL, None, confidence, resamples, seed),
+        paired=[p for m in (MODEL, *told) for p in paired_differences(rows, m, None, confidence, resamples, seed)],
         settings={
             "checkpoint": str(checkpoint) if checkpoint is not None else "n/a", "datalist": str(datalist),
             "split": split, "context": context, "seed": seed, "confidence": confidence, "resamples": resamples,

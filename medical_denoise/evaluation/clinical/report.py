@@ -266,7 +266,9 @@ def format_markdown(report: ClinicalReport) -> str:
         "",
         (
             f"* Model: `{s.get('checkpoint', 'n/a')}`, 2.5D with {k} neighbour slice(s) on each side ({2 * k + 1} "
-            "input slices, edge slices repeated); blind (never told the noise level)."
+            "input slices, edge slices repeated); `model` is blind (never told the noise level; a noise-level-"
+            "conditioned network estimates it from its input), `model_sigma` (when present) is the same network told "
+            "the std the baselines get."
         ),
         f"* Data: split `{s.get('split', 'test')}` of `{s.get('datalist', 'n/a')}`; seed {s.get('seed', 0)}.",
         "* Series, their intensity map to the network range [0, 1], and the slices scored:",
@@ -314,11 +316,10 @@ def format_markdown(report: ClinicalReport) -> str:
         rows = [r for r in modality_rows if r.group == modality]
         n_series = max(r.n_series for r in rows)
         lines += [f"## {modality} ({n_series} series pooled)", "", *_table(rows, pct), ""]
-    paired = [p for p in report.paired if p.scope == "modality"]
-    if paired:
-        p0 = paired[0]
-        lines += [f"## {p0.method} minus {p0.reference}, paired per slice", "",
-                  *_paired_table(report.paired, pct), ""]  # fmt: skip
+    for method in dict.fromkeys(p.method for p in report.paired):
+        paired = [p for p in report.paired if p.method == method]
+        lines += [f"## {method} minus {paired[0].reference}, paired per slice", "",
+                  *_paired_table(paired, pct), ""]  # fmt: skip
     series_rows = [r for r in report.summary if r.scope == "series"]
     for series in dict.fromkeys(r.group for r in series_rows):
         rows = [r for r in series_rows if r.group == series]

@@ -5,7 +5,9 @@ Per test volume (read by the bundle's :class:`~medical_denoise.data.LoadClinical
 (see :mod:`.conditions`) build the noisy slab of ``2k + 1`` slices once. Every method then gets its own copy of it:
 
 * ``noisy``: the noisy centre slice itself;
-* ``model``: the predictor on the slab (2.5D in, centre slice out), blind: it is never told the noise level;
+* ``model``: the predictor on the slab (2.5D in, centre slice out), blind: it is never told the noise level (a
+  noise-level-conditioned network estimates it from the slab);
+* ``model_sigma``: the same network told the noise std the baselines get (for networks with a noise-level input);
 * baselines (``bm3d``, ``nlm``, ``tv``, ``wavelet``) on the centre slice, given the noise std in network units: the
   true std for Gaussian and Rician noise (Rician: the per-channel std), and for the low-dose simulation the std of
   the simulated noise measured in the body of that slice (low-dose noise is neither white nor stationary, so no
@@ -53,12 +55,15 @@ __all__ = [
     "evaluate_volume",
     "load_volume",
     "model_method",
+    "MODEL",
+    "MODEL_TOLD",
 ]
 
 logger = logging.getLogger(__name__)
 
 NOISY = "noisy"
 MODEL = "model"
+MODEL_TOLD = "model_sigma"
 #: ``(slab (2k + 1, H, W), sigma in network units) -> denoised centre slice (H, W)``, all in the network range.
 SliceMethod = Callable[[np.ndarray, float], np.ndarray]
 
@@ -168,14 +173,22 @@ def choose_slices(depth: int, max_slices: int | None, seed: int, image_id: str) 
     return sorted(int(z) for z in rng.choice(depth, size=max_slices, replace=False))
 
 
-def model_method(predictor: Callable[[np.ndarray], np.ndarray]) -> SliceMethod:
-    """The 2.5D predictor ``(2k + 1, H, W) -> (1, H, W)`` (e.g. ``GeneratorPredictor.numpy``) as a blind method."""
+def model_method(predictor: Callable[[np.ndarray], np.ndarray], told_level: bool = False) -> SliceMethod:
+    """The 2.5D predictor ``(2k + 1, H, W) -> (1, H, W)`` (e.g. ``GeneratorPredictor.numpy``) as a method.
+
+    Args:
+        predictor: the network's numpy predictor.
+        told_level: append the noise std as a constant last channel (a network built with
+            ``noise_level_input=True`` then removes that much noise); otherwise the method is blind.
+    """
 
     def run(slab: np.ndarray, sigma: float) -> np.ndarray:
+        if told_level:
+            slab = np.concatenate([slab, np.full_like(slab[:1], sigma)], axis=0)
         out = np.asarray(predictor(slab), dtype=np.float32)
         return out[0] if out.ndim == 3 and out.shape[0] == 1 else out
 
-    run.sigma_aware = False  # type: ignore[attr-defined]
+    run.sigma_aware = told_level  # type: ignore[attr-defined]
     return run
 
 
