@@ -232,5 +232,5 @@ def test_bundle_trains_the_2_5d_clinical_generator_on_nifti_and_dicom(clinical_d
     state = torch.load(out / "checkpoints" / "model.pt", weights_only=True)
     state = state.get("generator", state)
     first = next(v for k, v in state.items() if k.endswith("weight") and v.ndim == 4)
-    assert first.shape[1] == 3  # the slice and its two neighbours
+    assert first.shape[1] == 4  # the slice, its two neighbours and the noise-level map
     assert list((out / "images").glob("combined_epoch_*.png"))
