@@ -14,7 +14,7 @@ from monai.data.utils import set_rnd
 from monai.handlers import CheckpointLoader
 
 from medical_denoise.engine.handlers import loss_summary
-from medical_denoise.networks.generator import widen_input_channels
+from medical_denoise.networks.generator import read_generator_state, widen_input_channels
 
 _UNSET = (None, "", False, "None", "null")  # how configs and the command line spell "no checkpoint"
 
@@ -88,8 +88,7 @@ class InitWeights:
         engine.add_event_handler(Events.STARTED, self)
 
     def __call__(self, engine: Engine) -> None:
-        state = torch.load(self.path, map_location=self.map_location or "cpu", weights_only=True)
-        state = state.get("generator", state)
+        state = read_generator_state(self.path, map_location=self.map_location)
         self.network.load_state_dict(widen_input_channels(state, self.network))
 
 

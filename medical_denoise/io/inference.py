@@ -39,7 +39,7 @@ from medical_denoise.io.image import LoadedImage
 from medical_denoise.io.intensity import IntensityMapping, default_intensity_mapping
 from medical_denoise.io.predict import predict_array, slab_indices
 from medical_denoise.io.readers import _IGNORED_NAMES, DICOM_SUFFIXES, guess_format, is_dicom_file, read_image
-from medical_denoise.io.routing import ModelRouter, ModelSpec, Route
+from medical_denoise.io.routing import ModelRouter, ModelSpec, Route, log_route
 from medical_denoise.io.tiled import (
     BASE_MEMORY_GB,
     TILE_MARGIN,
@@ -49,7 +49,6 @@ from medical_denoise.io.tiled import (
     tile_spans,
 )
 from medical_denoise.io.writers import write_like
-from medical_denoise.noise.estimate import estimate_noise_level
 
 __all__ = [
     "MAX_MEMORY_GB",
@@ -271,11 +270,7 @@ def denoise_image(
         mapping = intensity(image) if intensity is not None else image.intensity
         values = image.array
     mapped = mapping.forward(values)
-    # blind model: tell the user which model and mapping it got, and what noise level it is facing
-    logger.info(
-        "%s: %s model, %s %s mapping [%g, %g] -> [0, 1], estimated noise sigma %.1f (0-255 scale of that range)",
-        image.source, route.name, image.modality, mapping.kind, mapping.low, mapping.high, estimate_noise_level(mapped),
-    )  # fmt: skip
+    log_route(image, route, mapping, mapped)
     net = predict_array(
         mapped,
         route.predictor,

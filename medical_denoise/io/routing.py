@@ -15,6 +15,7 @@ fit the network. See ``docs/clinical_formats.md``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +26,21 @@ from torch import nn
 
 from medical_denoise.io.fidelity import FidelityGuard
 from medical_denoise.io.image import LoadedImage
+from medical_denoise.io.intensity import IntensityMapping
+from medical_denoise.noise.estimate import estimate_noise_level
 
-__all__ = ["PHOTO_MODALITIES", "ImageKind", "ModelChoice", "ModelRouter", "ModelSpec", "Route", "image_kind"]
+__all__ = [
+    "PHOTO_MODALITIES",
+    "ImageKind",
+    "ModelChoice",
+    "ModelRouter",
+    "ModelSpec",
+    "Route",
+    "image_kind",
+    "log_route",
+]
+
+logger = logging.getLogger(__name__)
 
 #: DICOM modalities whose colour images are photographs (external camera, dermoscopy, ophthalmic, endoscopy,
 #: microscopy, and "OT"/none, the secondary captures of photos); colour images of other modalities are
@@ -286,3 +300,20 @@ def _describe(image: LoadedImage, kind: ImageKind) -> str:
         return f"colour {modality} image"
     label = "" if modality.lower() in ("photo", "unknown") else f" {modality}"
     return f"grayscale{label} image"
+
+
+def log_route(image: LoadedImage, route: Route, mapping: IntensityMapping, mapped_sample, note: str = "") -> None:
+    """Tell the user which model and mapping an image got, and the noise level it faces (the models are blind).
+
+    Args:
+        image: the input.
+        route: the router's answer for it.
+        mapping: its intensity mapping.
+        mapped_sample: the (part of the) image the noise level is estimated on, already in the network range.
+        note: appended inside the brackets, e.g. which crop the estimate comes from.
+    """
+    logger.info(
+        "%s: %s model, %s %s mapping [%g, %g] -> [0, 1], estimated noise sigma %.1f (0-255 scale of that range%s)",
+        image.source, route.name, image.modality, mapping.kind, mapping.low, mapping.high,
+        estimate_noise_level(mapped_sample), note,
+    )  # fmt: skip

@@ -29,8 +29,7 @@ from tqdm.auto import tqdm
 from medical_denoise.io.image import LoadedImage
 from medical_denoise.io.intensity import IntensityMapping
 from medical_denoise.io.predict import predict_array
-from medical_denoise.io.routing import Route
-from medical_denoise.noise.estimate import estimate_noise_level
+from medical_denoise.io.routing import Route, log_route
 
 __all__ = [
     "BASE_MEMORY_GB",
@@ -172,15 +171,11 @@ def denoise_tiled(
     k = int(spec.context_slices)
     info = np.iinfo(array.dtype)
     buffer, out = _output(image, scale)
-    # blind model: tell the user which model and mapping it got, and what noise level it is facing
+    # the noise estimate of the log line: a central tile-sized crop (a stack: its middle page), not the whole image
     crop = tuple(slice(max(0, (n - tile_size) // 2), max(0, (n - tile_size) // 2) + tile_size) for n in (h, w))
-    middle = (slice(pages // 2, pages // 2 + 1),) if array.ndim == 4 else ()  # a stack is judged on its middle page
-    logger.info(
-        "%s: %s model, %s %s mapping [%g, %g] -> [0, 1], estimated noise sigma %.1f (0-255 scale of that range%s)",
-        image.source, route.name, image.modality, mapping.kind, mapping.low, mapping.high,
-        estimate_noise_level(mapping.forward(array[(slice(None), *crop, *middle)])),
-        "" if tile_size >= max(h, w) else f", central {tile_size}-pixel crop",
-    )  # fmt: skip
+    middle = (slice(pages // 2, pages // 2 + 1),) if array.ndim == 4 else ()
+    note = "" if tile_size >= max(h, w) else f", central {tile_size}-pixel crop"
+    log_route(image, route, mapping, mapping.forward(array[(slice(None), *crop, *middle)]), note)
     tiles = list(_tiles((h, w), tile_size, margin, align))
     groups = [(z, min(z + batch_size, pages)) for z in range(0, pages, batch_size)] if array.ndim == 4 else [None]
     if len(tiles) > 1:

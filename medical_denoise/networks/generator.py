@@ -138,23 +138,36 @@ def widen_input_channels(state: dict, network: nn.Module) -> dict:
     return out
 
 
+def read_generator_state(checkpoint: str | Path, key: str | None = None, map_location=None) -> dict:
+    """A generator state dict from a checkpoint, read with ``weights_only=True`` (safe against pickled code).
+
+    Args:
+        checkpoint: path to a ``.pt`` file holding a state dict, or a dict of state dicts (training checkpoint).
+        key: entry of a training checkpoint holding the generator (default: ``"generator"`` when present).
+        map_location: ``torch.load`` map location (default: the CPU).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file cannot be read as a weights-only checkpoint.
+    """
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location=map_location or "cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for truncated / foreign files
+        raise ValueError(f"cannot read checkpoint {path}: {e}") from e
+    key = key or ("generator" if "generator" in state else None)
+    return state[key] if key is not None else state
+
+
 def load_generator(network: nn.Module, checkpoint: str | Path, key: str | None = None) -> nn.Module:
-    """Load generator weights from a checkpoint with ``weights_only=True`` (safe against pickled code).
+    """Load generator weights from a checkpoint with ``weights_only=True`` (see :func:`read_generator_state`).
 
     Args:
         network: the generator to fill.
         checkpoint: path to a ``.pt`` file holding a state dict, or a dict of state dicts (training checkpoint).
         key: entry of a training checkpoint holding the generator (default: ``"generator"`` when present).
     """
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises several types for truncated / foreign files
-        raise ValueError(f"cannot read checkpoint {path}: {e}") from e
-    key = key or ("generator" if "generator" in state else None)
-    if key is not None:
-        state = state[key]
-    network.load_state_dict(state)
+    network.load_state_dict(read_generator_state(checkpoint, key))
     return network

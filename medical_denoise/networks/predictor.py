@@ -10,32 +10,32 @@ import torch
 from monai.inferers import Inferer
 from torch import nn
 
-from medical_denoise.networks.generator import load_generator
+from medical_denoise.networks.generator import read_generator_state
 
 __all__ = ["GeneratorPredictor", "bundle_denoiser", "bundle_predictor", "load_weights"]
 
 
 def load_weights(network: nn.Module, checkpoint: str | Path) -> nn.Module:
-    """:func:`load_generator` whose shape and key mismatches are one ``ValueError`` line, not torch's listing.
+    """Load generator weights (as :func:`load_generator`); shape and key mismatches are one ``ValueError`` line.
 
-    The message names the checkpoint, how many tensors differ and the first one, e.g. an RGB checkpoint
-    (3 -> 3 channels) given to the 2.5D grayscale network (3 -> 1): ``unet.model.2.0.conv.weight: checkpoint
-    (64, 3, 3, 3), network (64, 1, 3, 3)``. Callers that know which model was meant add what to pass instead.
+    The message names the checkpoint, how many tensors differ and the first one, e.g. the RGB checkpoint given to
+    the 2.5D grayscale network (3 slices + the noise-level map): ``unet.model.0.conv.weight: checkpoint
+    (32, 3, 3, 3), network (32, 4, 3, 3)``. Callers that know which model was meant add what to pass instead.
 
     Args:
         network: the generator to fill.
-        checkpoint: a state dict file or a training checkpoint (see :func:`load_generator`).
+        checkpoint: a state dict file or a training checkpoint (see :func:`read_generator_state`).
 
     Raises:
         FileNotFoundError: no such file.
         ValueError: unreadable file, or its tensors do not fit ``network``.
     """
+    state = read_generator_state(checkpoint)
     try:
-        return load_generator(network, checkpoint)
+        network.load_state_dict(state)
+        return network
     except RuntimeError:  # load_state_dict: size mismatch, missing or unexpected keys (a multi-line listing)
         pass
-    state = torch.load(Path(checkpoint), map_location="cpu", weights_only=True)
-    state = state.get("generator", state)
     expected = network.state_dict()
     differ = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
     missing = [k for k in expected if k not in state]
