@@ -379,13 +379,20 @@ class ClinicalSlabd(Randomizable, MapTransform):
         return d
 
 
-def balanced_weights(items: Sequence[Mapping[str, Any]], key: str = "modality") -> list[float]:
-    """Sampling weights that give every value of ``items[i][key]`` the same share of draws (e.g. CT and MR).
+def balanced_weights(
+    items: Sequence[Mapping[str, Any]], key: str = "modality", shares: Mapping[str, float] | None = None
+) -> list[float]:
+    """Sampling weights that give every value of ``items[i][key]`` a set share of draws (e.g. CT and MR).
 
     Args:
         items: datalist entries.
         key: the entry key to balance (entries without it form one group).
+        shares: relative share of draws per value (case-insensitive, e.g. ``{"CT": 3, "MR": 1}``); values not
+            named get 1. None: every value equally often.
     """
     groups = [str(item.get(key, "")).upper() for item in items]
     counts = {g: groups.count(g) for g in set(groups)}
-    return [1.0 / counts[g] for g in groups]
+    share = {str(k).upper(): float(v) for k, v in (shares or {}).items()}
+    if any(v < 0 for v in share.values()) or not any(share.get(g, 1.0) > 0 for g in counts):
+        raise ValueError(f"modality shares must be >= 0 and not all 0, got {dict(shares or {})}")
+    return [share.get(g, 1.0) / counts[g] for g in groups]

@@ -8,9 +8,9 @@
   own neighbour. It returns the centre slice. Slabs are built per batch, never for the whole volume.
 * Never worse than the input: a model's :class:`~medical_denoise.io.fidelity.FidelityGuard` keeps exactly constant
   regions, and every voxel the network returned unchanged comes back with its original value, bit for bit.
-* Bounded memory for PNG/JPEG/TIFF: they stay as decoded (uint8/uint16) and run through the model in overlapping
-  tiles into a preallocated output of the same dtype (:mod:`.tiled`); one that would not fit the memory budget is
-  refused from its header, before it is decoded (:func:`denoise_path`'s ``max_memory_gb``).
+* Bounded memory: PNG/JPEG/TIFF stay as decoded (uint8/uint16) and run through the model in overlapping tiles into
+  a preallocated output of the same dtype (:mod:`.tiled`); any input, volumes included, that would not fit the
+  memory budget is refused from its header, before it is decoded (:mod:`.budget`, ``max_memory_gb``).
 * No channel conversion unless asked: :func:`predict_array` refuses a channel count the model does not take,
   except with ``adapt_channels=True`` (grey replicated to an RGB model and averaged back; RGB through a grayscale
   model channel by channel), which only the MONAI Label app requests.
@@ -18,13 +18,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import logging
-import math
 import os
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from medical_denoise.atomic import check_writable_dir
+from medical_denoise.io.budget import MAX_MEMORY_GB, check_memory_budget, pillow_limit
 from medical_denoise.io.geometry import check_scale, zoomed_like
 from medical_denoise.io.image import LoadedImage
 from medical_denoise.io.intensity import IntensityMapping, default_intensity_mapping
@@ -41,10 +39,8 @@ from medical_denoise.io.predict import predict_array, slab_indices
 from medical_denoise.io.readers import _IGNORED_NAMES, DICOM_SUFFIXES, guess_format, is_dicom_file, read_image
 from medical_denoise.io.routing import ModelRouter, ModelSpec, Route, log_route
 from medical_denoise.io.tiled import (
-    BASE_MEMORY_GB,
     TILE_MARGIN,
     TILE_SIZE,
-    bytes_per_pixel,
     denoise_tiled,
     tile_spans,
 )
@@ -63,16 +59,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 _DICOM_NAMED = (".dcm", ".dicom", ".ima")
-#: default memory budget (GiB) of one PNG/JPEG/TIFF, see :func:`denoise_path`'s ``max_memory_gb``: with the tiled
-#: path an 8-bit RGB image of up to about 460 megapixels fits (docs/performance.md, "Memory of large images").
-MAX_MEMORY_GB = 4.0
-# Pillow mode -> (channels of the read image, bytes per stored sample, bytes per pixel of Pillow's own copies while
-# decoding): RGB is stored as 4 bytes per pixel; alpha, palette and CMYK images are converted (a second copy), and
-# the alpha plane is kept beside the pixels
-_PILLOW_MODES = {
-    "1": (1, 1, 2), "L": (1, 1, 1), "LA": (1, 1, 6), "I;16": (1, 2, 2), "I;16B": (1, 2, 2), "I;16L": (1, 2, 2),
-    "I": (1, 2, 4), "P": (3, 1, 9), "RGB": (3, 1, 4), "RGBA": (3, 1, 9), "CMYK": (3, 1, 8), "YCbCr": (3, 1, 8),
-}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -92,9 +78,11 @@ class InputItem:
         """Every input file of the item."""
         return self.files or (self.path,)
 
-    def read(self, modality: str | None = None, native: bool = False) -> LoadedImage:
+    def read(self, modality: str | None = None, native: bool = False, volume_index: int | None = None) -> LoadedImage:
         """:func:`read_image` of the file or of the series (``native``: PNG/JPEG/TIFF keep their stored samples)."""
-        return read_image(self.path, modality=modality, files=self.files or None, native=native)
+        return read_image(
+            self.path, modality=modality, files=self.files or None, native=native, volume_index=volume_index
+        )
 
 
 class FailedInputsError(ValueError):
@@ -302,6 +290,7 @@ def denoise_path(
     description: str,
     model_channels: int | None = None,
     modality: str | None = None,
+    volume_index: int | None = None,
     batch_size: int = 8,
     overwrite: bool = False,
     skip_existing: bool = False,
@@ -341,17 +330,19 @@ def denoise_path(
         model_channels: channels of a plain callable's images (required with one, unused with a router).
         modality: overrides the modality of every input (e.g. "CT" for a NIfTI in HU); a router's own
             ``modality`` (``model: ct``/``mr``) must agree.
+        volume_index: the volume (last axis) of 4D NIfTI inputs to denoise, written as a 3D volume; a 4D input
+            with several volumes is refused without it.
         batch_size: slices per predictor call.
         overwrite: replace existing outputs (each file atomically: a reader sees the old or the new file).
         skip_existing: leave an input alone when all its outputs already exist (non-empty; outputs are moved into
             place only once complete), so a killed run can be resumed. Other existing outputs still need
             ``overwrite``.
-        max_memory_gb: memory budget of one PNG/JPEG/TIFF: an image whose estimated peak resident memory
-            (:func:`~medical_denoise.io.tiled.estimate_memory`: ``BASE_MEMORY_GB`` + bytes per pixel x pixels, 7
-            bytes per 8-bit RGB pixel) exceeds it is refused from its header, before decoding; the default, 4 GiB,
-            takes 8-bit RGB images up to about 460 megapixels. Within a budget, Pillow's decompression-bomb limit
-            (``PIL.Image.MAX_IMAGE_PIXELS``) is raised to the accepted image. None: no memory budget. DICOM and
-            NIfTI inputs are not budgeted.
+        max_memory_gb: memory budget of one input: one whose estimated peak resident memory exceeds it is refused
+            from its header, before decoding (:func:`~medical_denoise.io.budget.check_memory_budget`). PNG/JPEG/TIFF
+            run in tiles, ``BASE_MEMORY_GB`` + 7 bytes per 8-bit RGB pixel, so the default, 4 GiB, takes them up to
+            about 460 megapixels; DICOM/NIfTI volumes are read whole, ``BASE_MEMORY_GB`` + 24 bytes per voxel (a
+            512 x 512 x 480 CT fits). Within a budget, Pillow's decompression-bomb limit
+            (``PIL.Image.MAX_IMAGE_PIXELS``) is raised to the accepted image. None: no memory budget.
         max_pixels: optional cap on PNG/JPEG/TIFF pixels (pages x rows x columns), refused before decoding; None
             (default): none. With neither budget, Pillow's own decompression-bomb limit applies.
         tile_size: largest side, margins included, that one predictor call sees for PNG/JPEG/TIFF; images no
@@ -386,9 +377,9 @@ def denoise_path(
     todo = [(item, target) for item, target, skip in zip(items, targets, done) if not skip]
     for item, target in tqdm(todo, desc="denoise", disable=not progress or len(todo) < 2):
         try:
-            pixels = _check_pixel_budget(item, max_pixels, max_memory_gb)
-            with _pillow_limit(pixels):
-                image = item.read(router.modality, native=True)
+            pixels = check_memory_budget(item.path, item.files, max_pixels, max_memory_gb)
+            with pillow_limit(pixels):
+                image = item.read(router.modality, native=True, volume_index=volume_index)
             route = router.route(image)
             if image.array.dtype.kind == "u":  # PNG/JPEG/TIFF as stored: tiles, stored samples out
                 restored = denoise_tiled(
@@ -428,110 +419,6 @@ def _one_line(error: BaseException, source: Path) -> str:
     if not isinstance(error, (ValueError, OSError)):
         text = f"{type(error).__name__}: {text}" if text else type(error).__name__
     return text if str(source) in text else f"{source}: {text}"
-
-
-def _header(path: Path) -> tuple[int, int, int, int, str] | None:
-    """(pixels, channels, bytes per sample, decoder bytes per pixel, description) of a PNG/JPEG/TIFF from its
-    header, with Pillow's decompression-bomb check off (the caller judges the size); None if unreadable."""
-    fmt = guess_format(path)
-    if fmt == "tiff":
-        import tifffile
-
-        try:
-            with tifffile.TiffFile(path) as tif:
-                series = tif.series[0]
-                shape, axes, dtype = series.shape, str(series.axes), np.dtype(series.dtype)
-        except Exception:  # noqa: BLE001  (read_image reports an unreadable file)
-            return None
-        sizes = dict(zip(axes, (int(n) for n in shape)))
-        channels = sizes.get("S", 1)
-        count = math.prod(n for axis, n in sizes.items() if axis != "S")
-        pages = count // max(1, sizes.get("Y", 1) * sizes.get("X", 1))
-        what = f"{sizes.get('X', '?')} x {sizes.get('Y', '?')}" + (f" x {pages} pages" if pages > 1 else "")
-        return count, channels, dtype.itemsize, 0, f"{what} {channels}-channel {8 * dtype.itemsize}-bit TIFF"
-    if fmt not in ("png", "jpeg"):
-        return None
-    from PIL import Image
-
-    with _pillow_limit(None, lift=True):
-        try:
-            with Image.open(path, formats=("PNG", "JPEG")) as im:  # reads the header only
-                (w, h), mode = im.size, im.mode
-        except Exception:  # noqa: BLE001  (read_image reports an unreadable file)
-            return None
-    channels, sample, decoder = _PILLOW_MODES.get(mode, (3, 1, 9))
-    return int(w) * int(h), channels, sample, decoder, f"{w} x {h} {mode} {fmt.upper()}"
-
-
-def _check_pixel_budget(item: InputItem, max_pixels: int | None, max_memory_gb: float | None) -> int | None:
-    """Refuse a PNG/JPEG/TIFF over the budgets from its header, before it is decoded, in one line naming the fix.
-
-    Returns:
-        the pixel count of an accepted PNG/JPEG under a budget (Pillow's limit is raised to it for decoding), else
-        None (no budget: Pillow's own decompression-bomb limit applies, and its refusal is reported likewise).
-    """
-    path = item.path
-    if item.files or not path.is_file() or guess_format(path) not in ("png", "jpeg", "tiff"):
-        return None
-    if max_pixels is None and max_memory_gb is None:
-        _check_pillow_limit(path)
-        return None
-    header = _header(path)
-    if header is None:
-        return None
-    count, channels, sample, decoder, what = header
-    if max_pixels is not None and count > max_pixels:
-        raise ValueError(
-            f"{path}: {count} pixels exceed the max_pixels budget ({max_pixels}); refused before decoding: raise "
-            "max_pixels (or set it to null) or crop the image."
-        )
-    if max_memory_gb is not None:
-        per_pixel = bytes_per_pixel(channels, sample, decoder)
-        need = BASE_MEMORY_GB + count * per_pixel / 2**30
-        if need > max_memory_gb:
-            raise ValueError(
-                f"{path}: {what} ({count / 1e6:.0f} megapixels) needs about {need:.1f} GiB ({per_pixel} bytes per "
-                f"pixel + {BASE_MEMORY_GB:g} GiB), over the max_memory_gb budget of {max_memory_gb:g}; refused "
-                "before decoding: raise max_memory_gb if this machine has the memory, or split the image."
-            )
-    return count
-
-
-def _check_pillow_limit(path: Path) -> None:
-    """Without a budget: Pillow's own decompression-bomb refusal (twice ``MAX_IMAGE_PIXELS``), before decoding."""
-    if guess_format(path) == "tiff":
-        return
-    from PIL import Image
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path, formats=("PNG", "JPEG")):  # reads the header only
-                pass
-    except Image.DecompressionBombError as e:
-        raise ValueError(
-            f"{path}: refused before decoding (no max_memory_gb or max_pixels budget set): Pillow: {e} Set a budget "
-            "(max_memory_gb) or crop the image."
-        ) from None
-    except Exception:  # noqa: BLE001  (read_image reports an unreadable file)
-        return
-
-
-@contextlib.contextmanager
-def _pillow_limit(pixels: int | None, lift: bool = False):
-    """Pillow's decompression-bomb limit for a block: off (``lift``), or raised to ``pixels``, an image the budget
-    accepted (never lowered); restored afterwards."""
-    from PIL import Image
-
-    old = Image.MAX_IMAGE_PIXELS
-    if lift:
-        Image.MAX_IMAGE_PIXELS = None
-    elif pixels is not None and old is not None and pixels > old:
-        Image.MAX_IMAGE_PIXELS = pixels
-    try:
-        yield
-    finally:
-        Image.MAX_IMAGE_PIXELS = old
 
 
 def _as_router(predictor, model_channels: int | None, modality: str | None, scale: int) -> ModelRouter:

@@ -350,7 +350,8 @@ def _read_nifti(path: Path, volume_index: int | None) -> LoadedImage:
     if len(shape) == 4:
         if volume_index is None and shape[3] != 1:
             raise ValueError(
-                f"{path}: 4D NIfTI with shape {shape}; pass volume_index (0..{shape[3] - 1}) to pick one volume."
+                f"{path}: 4D NIfTI with shape {shape}; pick one volume with volume_index 0..{shape[3] - 1} "
+                "(inference: --volume_index N)."
             )
         volume_index = 0 if volume_index is None else volume_index
         if not 0 <= volume_index < shape[3]:
