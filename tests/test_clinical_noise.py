@@ -181,6 +181,12 @@ def test_slab_clamps_at_the_volume_ends_and_never_changes_the_volume():
 def test_balanced_weights_give_each_modality_the_same_share():
     w = balanced_weights([{"modality": "CT"}, {"modality": "MR"}, {"modality": "mr"}, {"modality": "MR"}])
     assert w[0] == pytest.approx(sum(w[1:]))
+    items = [{"modality": "CT"}, {"modality": "MR"}, {"modality": "mr"}, {}]
+    w = balanced_weights(items, shares={"ct": 3, "MR": 1})  # unnamed groups get 1
+    assert w[0] == pytest.approx(3 * (w[1] + w[2])) and w[3] == pytest.approx(w[1] + w[2])
+    assert balanced_weights(items, shares={"CT": 0})[0] == 0
+    with pytest.raises(ValueError, match="shares must be >= 0"):
+        balanced_weights(items, shares={"CT": -1})
 
 
 # ------------------------------------------------------------------------------------------------ networks
