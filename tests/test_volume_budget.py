@@ -75,3 +75,16 @@ def test_a_4d_nifti_is_denoised_one_volume_at_a_time(tmp_path):
     (written,) = denoise_path(src, tmp_path / "out", router, description="t", progress=False, volume_index=3)
     out = nib.load(written)
     assert out.shape == nib.load(src).shape[:3]
+
+
+@pytest.mark.parametrize(
+    "option, value, expected",
+    [("tile_size", "abc", "an integer"), ("batch_size", 0, "an integer > 0"), ("volume_index", 1.5, "an integer"),
+     ("max_memory_gb", "lots", "a number > 0"), ("max_pixels", -5, "an integer > 0")],
+)  # fmt: skip
+def test_bad_options_are_named_in_one_line_before_any_work(tmp_path, option, value, expected):
+    src = Path(NIB_DATA) / "example4d.nii.gz"
+    router = ModelRouter.fixed(ModelSpec(predictor=tiny_predictor(channels=1), image_channels=1))
+    with pytest.raises(ValueError, match=f"^option {option} must be {expected}, got {value!r}.$"):
+        denoise_path(src, tmp_path / "out", router, description="t", progress=False, **{option: value})
+    assert not (tmp_path / "out").exists()

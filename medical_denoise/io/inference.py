@@ -365,7 +365,12 @@ def denoise_path(
         FailedInputsError: some inputs of several failed (the others were written).
     """
     router = _as_router(predictor, model_channels, modality, scale)
-    tile_spans(int(tile_size) + 1, int(tile_size), int(tile_margin))  # a tile size too small is refused first
+    tile_size, tile_margin = _option("tile_size", tile_size, int), _option("tile_margin", tile_margin, int)
+    batch_size = _option("batch_size", batch_size, int, low=1)
+    volume_index = None if volume_index is None else _option("volume_index", volume_index, int)
+    max_memory_gb = None if max_memory_gb is None else _option("max_memory_gb", max_memory_gb, float, low=1e-9)
+    max_pixels = None if max_pixels is None else _option("max_pixels", max_pixels, int, low=1)
+    tile_spans(tile_size + 1, tile_size, tile_margin)  # a tile size too small is refused first
     input_path, output_dir = Path(input_path), Path(output_dir)
     items = collect_inputs(input_path, exclude=output_dir)
     check_writable_dir(output_dir)
@@ -383,7 +388,7 @@ def denoise_path(
             route = router.route(image)
             if image.array.dtype.kind == "u":  # PNG/JPEG/TIFF as stored: tiles, stored samples out
                 restored = denoise_tiled(
-                    image, route, tile_size=int(tile_size), margin=int(tile_margin), batch_size=batch_size,
+                    image, route, tile_size=tile_size, margin=tile_margin, batch_size=batch_size,
                     device=device, progress=progress, intensity=intensity,
                 )  # fmt: skip
                 # the writer needs the input's shape and headers only: its pixels go before the output is encoded
@@ -410,6 +415,21 @@ def denoise_path(
     if failures:
         raise FailedInputsError(failures, written, len(items), skipped)
     return written
+
+
+def _option(name: str, value, kind: type, low: float | None = None):
+    """``kind(value)`` (at least ``low``), or a one-line error naming the option (command-line values are text)."""
+    try:
+        number = float(value)
+        if kind is int and number != int(number):
+            raise ValueError
+        number = kind(number)
+    except (TypeError, ValueError, OverflowError):
+        number = None
+    if number is None or (low is not None and number < low):
+        what = ("an integer" if kind is int else "a number") + ("" if low is None else " > 0")
+        raise ValueError(f"option {name} must be {what}, got {value!r}.")
+    return number
 
 
 def _one_line(error: BaseException, source: Path) -> str:
