@@ -177,3 +177,64 @@ def test_overlays_replace_the_degradation_seams_and_keep_the_augmentations(overl
     load = names(_parsed("load_transforms", overlay))
     assert train == load + base_augmentations + train_chain
     assert names(_parsed("validate#preprocessing", overlay).transforms) == load + val_chain
+
+
+def _merged(overlays: list[str], tmp_path) -> ConfigParser:
+    parser = ConfigParser()
+    parser.read_config([str(BUNDLE / "configs" / f) for f in ["train.yaml", *overlays]])
+    parser.update({"bundle_root": str(BUNDLE), "output_dir": str(tmp_path)})
+    return parser
+
+
+@pytest.mark.parametrize(
+    "order", [["multi_gpu_train.yaml", "clinical.yaml"], ["clinical.yaml", "multi_gpu_train.yaml"]]
+)
+def test_clinical_and_multi_gpu_compose_in_either_order(order, tmp_path):
+    """clinical.yaml sets the draws (weights, draws per epoch), multi_gpu_train.yaml the ranks; neither undoes the
+    other, so each rank draws its share of the modality-balanced epoch."""
+    from torch.utils.data import WeightedRandomSampler
+
+    from medical_denoise.data import training_sampler
+
+    parser = _merged(order, tmp_path)
+    assert parser.get_parsed_content("distributed") is True
+    assert parser.get_parsed_content("draws_per_epoch") == 48
+    assert (
+        "balanced_weights" in parser["train#draw_weights"]
+        and parser["train#dataloader#sampler"].replace("::", "#") == "@train#sampler"
+    )
+    assert parser["network_def"] == "@clinical_network_def"
+    # what the sampler expression builds from those keys on 2 ranks (no process group here)
+    items = [{"modality": "CT"}, {"modality": "MR"}, {"modality": "MR"}]
+    sampler = training_sampler(items, [1.0, 0.5, 0.5], parser.get_parsed_content("draws_per_epoch"), True, 2)
+    assert isinstance(sampler, WeightedRandomSampler) and len(sampler) == 24
+
+
+def test_training_sampler_defaults_to_a_shuffled_epoch_and_shards_it_on_several_ranks():
+    from monai.data import DistributedSampler
+
+    from medical_denoise.data import training_sampler
+
+    items = list(range(5))
+    assert training_sampler(items) is None  # the loader shuffles, every item once
+    sharded = training_sampler(items, distributed=True, num_replicas=2, rank=1)
+    assert isinstance(sharded, DistributedSampler) and len(sharded) == 3  # even: 3 batches of items on each rank
+    assert len(training_sampler(items, num_samples=7)) == 7
+    with pytest.raises(ValueError, match="2 draw weights for 5 training items"):
+        training_sampler(items, [1.0, 2.0], 4)
+
+
+@pytest.mark.parametrize("order", [["sr.yaml", "clinical.yaml"], ["clinical.yaml", "deblur.yaml"]])
+def test_clinical_refuses_an_overlay_whose_degradations_it_would_ignore(order, tmp_path):
+    """(clinical.yaml then sr.yaml is refused by MONAI's parser already: sr.yaml merges into a network_def that
+    clinical.yaml made a reference.)"""
+    from medical_denoise.errors import UsageError, root_error
+
+    parser = _merged(order, tmp_path)
+    (check,) = [i for i, e in enumerate(parser["initialize"]) if "check_clinical_overlay" in str(e)]
+    with pytest.raises(Exception) as err:
+        parser.get_parsed_content(f"initialize#{check}")
+    assert isinstance(root_error(err.value), UsageError)
+    assert "cannot be merged with sr.yaml or deblur.yaml" in str(root_error(err.value))
+    parser = _merged(["clinical.yaml"], tmp_path)
+    assert parser.get_parsed_content(f"initialize#{check}") is None  # clinical alone passes

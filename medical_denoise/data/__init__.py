@@ -5,13 +5,14 @@ from .clinical import (
     ClinicalSlabd,
     LoadClinicald,
     RandSliced,
-    balanced_weights,
+    check_clinical_overlay,
     clinical_format,
     find_clinical_images,
 )
 from .embedded import prepare_embedded_dataset, resolve_dataset_dir
 from .layouts import find_images
 from .records import ImageRecord
+from .sampling import balanced_weights, training_sampler
 from .splits import datalist_root, prepare_datalist, split_grouped
 from .transforms import EnsureChannelsd
 
@@ -23,6 +24,8 @@ __all__ = [
     "LoadClinicald",
     "RandSliced",
     "balanced_weights",
+    "training_sampler",
+    "check_clinical_overlay",
     "clinical_format",
     "find_clinical_images",
     "datalist_root",

@@ -29,10 +29,10 @@ from medical_denoise.io.readers import _IGNORED_NAMES, NIFTI_SUFFIXES, is_dicom_
 __all__ = [
     "CenterSliced",
     "ClinicalSlabd",
-    "balanced_weights",
     "LoadClinicald",
     "RandSliced",
     "clinical_format",
+    "check_clinical_overlay",
     "find_clinical_images",
 ]
 
@@ -379,20 +379,24 @@ class ClinicalSlabd(Randomizable, MapTransform):
         return d
 
 
-def balanced_weights(
-    items: Sequence[Mapping[str, Any]], key: str = "modality", shares: Mapping[str, float] | None = None
-) -> list[float]:
-    """Sampling weights that give every value of ``items[i][key]`` a set share of draws (e.g. CT and MR).
+def check_clinical_overlay(scale: int, degradations: Sequence[Any]) -> None:
+    """Refuse configs that merge clinical.yaml with an overlay whose degradations its training chain would ignore.
+
+    clinical.yaml builds its own chain (noise bank, slab, physical-unit noise, level map) and trains a same-size
+    2.5D denoiser; sr.yaml and deblur.yaml replace ``train#degradations`` and ``scale``, which that chain never reads.
 
     Args:
-        items: datalist entries.
-        key: the entry key to balance (entries without it form one group).
-        shares: relative share of draws per value (case-insensitive, e.g. ``{"CT": 3, "MR": 1}``); values not
-            named get 1. None: every value equally often.
+        scale: the merged config's ``scale``.
+        degradations: the merged config's ``train#degradations``.
+
+    Raises:
+        UsageError: ``scale`` is not 1, or the degradations are not train.yaml's noise.
     """
-    groups = [str(item.get(key, "")).upper() for item in items]
-    counts = {g: groups.count(g) for g in set(groups)}
-    share = {str(k).upper(): float(v) for k, v in (shares or {}).items()}
-    if any(v < 0 for v in share.values()) or not any(share.get(g, 1.0) > 0 for g in counts):
-        raise ValueError(f"modality shares must be >= 0 and not all 0, got {dict(shares or {})}")
-    return [share.get(g, 1.0) / counts[g] for g in groups]
+    from medical_denoise.errors import UsageError
+    from medical_denoise.noise import AddNoised
+
+    if int(scale) != 1 or not all(isinstance(t, AddNoised) for t in degradations):
+        raise UsageError(
+            "configs/clinical.yaml trains the 2.5D CT/MR denoiser with its own noise chain and cannot be merged with "
+            "sr.yaml or deblur.yaml (their degradations would be ignored): train those on their own."
+        )
