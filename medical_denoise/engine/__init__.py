@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from .budget import TimeBudget, fit_images_per_batch
 from .checkpoint import AtomicCheckpointSaver
 from .handlers import TripletImageHandler, loss_summary, triplet_grid
 from .losses import L1SSIMLoss
@@ -15,7 +16,9 @@ __all__ = [
     "RunFolderError",
     "RunFolderGuard",
     "StopOnNonFiniteLoss",
+    "TimeBudget",
     "TripletImageHandler",
+    "fit_images_per_batch",
     "init_handlers",
     "latest_checkpoint",
     "loss_summary",
