@@ -238,3 +238,17 @@ def test_clinical_refuses_an_overlay_whose_degradations_it_would_ignore(order, t
     assert "cannot be merged with sr.yaml or deblur.yaml" in str(root_error(err.value))
     parser = _merged(["clinical.yaml"], tmp_path)
     assert parser.get_parsed_content(f"initialize#{check}") is None  # clinical alone passes
+
+
+def test_a_curated_datalist_file_is_train_yamls_option_for_every_task(tmp_path):
+    """`--datalist_file` (e.g. docs/isic_datalist.json) replaces the automatic split; its dataset_dir is read
+    relative to the JSON's own folder."""
+    (tmp_path / "data").mkdir()
+    listing = tmp_path / "lists" / "split.json"
+    listing.parent.mkdir()
+    listing.write_text(json.dumps({"dataset_dir": "../data", "training": [], "test_isic_train": []}))
+    parser = _merged([], tmp_path)
+    parser.update({"datalist_file": str(listing)})
+    assert parser.get_parsed_content("datalist") == str(listing)
+    assert parser.get_parsed_content("data_root") == str((tmp_path / "data").resolve())
+    assert "datalist_file" not in ConfigParser.load_config_file(str(BUNDLE / "configs" / "clinical.yaml"))
