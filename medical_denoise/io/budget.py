@@ -138,9 +138,10 @@ def pillow_limit(pixels: int | None, lift: bool = False):
         Image.MAX_IMAGE_PIXELS = old
 
 
-#: resident bytes per voxel of a DICOM/NIfTI volume through inference, above ``BASE_MEMORY_GB``: the int16
-#: 512 x 512 x 300 CT benchmark peaked at 2.76 GiB (docs/clinical_results.md), (2.76 - 1) GiB / 78.6 M voxels
-VOLUME_BYTES_PER_VOXEL = 24
+#: resident bytes per voxel of a DICOM/NIfTI volume through inference, above ``BASE_MEMORY_GB``: the int16 NIfTI CT
+#: benchmark peaked at 2.73 GiB with 300 and 4.09 GiB with 480 slices of 512 x 512 (docs/clinical_results.md), a
+#: slope of 31 bytes per voxel; with the 1 GiB base the estimate errs on the safe side (3.27 and 4.63 GiB)
+VOLUME_BYTES_PER_VOXEL = 31
 
 
 def check_memory_budget(

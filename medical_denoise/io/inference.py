@@ -340,8 +340,8 @@ def denoise_path(
         max_memory_gb: memory budget of one input: one whose estimated peak resident memory exceeds it is refused
             from its header, before decoding (:func:`~medical_denoise.io.budget.check_memory_budget`). PNG/JPEG/TIFF
             run in tiles, ``BASE_MEMORY_GB`` + 7 bytes per 8-bit RGB pixel, so the default, 4 GiB, takes them up to
-            about 460 megapixels; DICOM/NIfTI volumes are read whole, ``BASE_MEMORY_GB`` + 24 bytes per voxel (a
-            512 x 512 x 480 CT fits). Within a budget, Pillow's decompression-bomb limit
+            about 460 megapixels; DICOM/NIfTI volumes are read whole, ``BASE_MEMORY_GB`` + 31 bytes per voxel (a
+            512 x 512 x 390 CT fits). Within a budget, Pillow's decompression-bomb limit
             (``PIL.Image.MAX_IMAGE_PIXELS``) is raised to the accepted image. None: no memory budget.
         max_pixels: optional cap on PNG/JPEG/TIFF pixels (pages x rows x columns), refused before decoding; None
             (default): none. With neither budget, Pillow's own decompression-bomb limit applies.
