@@ -344,6 +344,17 @@ def test_rgb_checkpoint_given_as_clinical_weights_is_refused_in_one_line(tmp_pat
     assert "\n" not in str(err.value)
 
 
+def test_a_checkpoint_that_is_not_a_state_dict_is_refused_in_one_line(tmp_path):
+    from medical_denoise.networks.generator import read_generator_state
+
+    torch.save(torch.zeros(3), tmp_path / "tensor.pt")  # a bare tensor, not weights
+    with pytest.raises(ValueError, match=r"tensor.pt: holds a Tensor, not a state dict; expected a generator"):
+        read_generator_state(tmp_path / "tensor.pt")
+    torch.save({"discriminator": {"w": torch.zeros(1)}}, tmp_path / "d_only.pt")
+    with pytest.raises(ValueError, match=r"d_only.pt: no generator state dict under 'generator' \(entries: discrim"):
+        read_generator_state(tmp_path / "d_only.pt", key="generator")
+
+
 def test_missing_clinical_weights_refuse_grayscale_input(tmp_path):
     parser = bundle_parser(clinical_checkpoint=str(tmp_path / "clinical.pt"))
     assert parser.get_parsed_content("model") == "auto"

@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 from medical_denoise.data import (
+    CheckMinSized,
     EnsureChannelsd,
     find_images,
     prepare_datalist,
@@ -166,6 +167,13 @@ def test_embedded_dataset_is_real_and_split(tmp_path):
     content = json.loads(open(prepare_datalist(root, tmp_path / "dl.json")).read())
     assert content["validation"] and content["test"] and len(content["training"]) >= 3
     assert prepare_embedded_dataset(tmp_path) == root  # second call reuses
+
+
+def test_an_image_smaller_than_the_crop_is_refused_by_name():
+    check = CheckMinSized("image", min_size=(64, 64))
+    assert check({"image": torch.rand(3, 64, 80), "id": "ok"})["image"].shape == (3, 64, 80)
+    with pytest.raises(ValueError, match=r"^mr_small: image of 64 x 40 pixels is smaller than patch_size \[64, 64\]"):
+        check({"image": torch.rand(1, 64, 40), "id": "mr_small"})
 
 
 def test_ensure_channels():

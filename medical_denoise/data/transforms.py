@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
@@ -43,4 +45,34 @@ class EnsureChannelsd(MapTransform):
                 source = getattr(img, "meta", {}).get("filename_or_obj", key)
                 raise ValueError(f"{source}: image has {c} channels, the network expects {self.channels}")
             d[key] = img
+        return d
+
+
+class CheckMinSized(MapTransform):
+    """Refuse an image smaller than the training crop, naming it, instead of padding it up (a reflect pad wider than
+    the image fails deep in torch; a padded crop trains on mirrored content that no real image has).
+
+    Args:
+        keys: keys to check (channel-first images).
+        min_size: the spatial size every image must reach, e.g. the crop size.
+        name_key: entry naming the image in the message (the datalist's ``id``).
+        allow_missing_keys: don't fail on missing keys.
+    """
+
+    def __init__(
+        self, keys: KeysCollection, min_size: Sequence[int], name_key: str = "id", allow_missing_keys: bool = False
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.min_size, self.name_key = tuple(int(s) for s in min_size), name_key
+
+    def __call__(self, data):
+        d = dict(data)
+        for key in self.key_iterator(d):
+            size = tuple(d[key].shape[1:])
+            if len(size) != len(self.min_size) or any(s < m for s, m in zip(size, self.min_size)):
+                name = d.get(self.name_key, getattr(d[key], "meta", {}).get("filename_or_obj", key))
+                raise ValueError(
+                    f"{name}: image of {' x '.join(map(str, size))} pixels is smaller than patch_size "
+                    f"{list(self.min_size)}; lower --patch_size or leave the image out (--skip_bad does not drop it)."
+                )
         return d

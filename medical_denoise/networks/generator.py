@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import List  # noqa: F401  (TorchScript resolves annotations)
 
@@ -157,7 +157,14 @@ def read_generator_state(checkpoint: str | Path, key: str | None = None, map_loc
         state = torch.load(path, map_location=map_location or "cpu", weights_only=True)
     except Exception as e:  # torch raises several types for truncated / foreign files
         raise ValueError(f"cannot read checkpoint {path}: {e}") from e
+    if not isinstance(state, Mapping):
+        raise ValueError(
+            f"{path}: holds a {type(state).__name__}, not a state dict; expected a generator state dict or a training "
+            "checkpoint (a dict with a 'generator' entry)."
+        )
     key = key or ("generator" if "generator" in state else None)
+    if key is not None and not isinstance(state.get(key), Mapping):
+        raise ValueError(f"{path}: no generator state dict under {key!r} (entries: {', '.join(map(str, state))}).")
     return state[key] if key is not None else state
 
 
