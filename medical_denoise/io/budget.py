@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 
 from medical_denoise.io.readers import DICOM_SUFFIXES, guess_format
-from medical_denoise.io.tiled import BASE_MEMORY_GB, bytes_per_pixel
+from medical_denoise.io.tiled import BASE_MEMORY_GB, bytes_per_pixel, estimate_memory
 
 __all__ = ["MAX_MEMORY_GB", "VOLUME_BYTES_PER_VOXEL", "check_memory_budget", "pillow_limit"]
 
-#: default memory budget (GiB) of one PNG/JPEG/TIFF, see :func:`denoise_path`'s ``max_memory_gb``: with the tiled
-#: path an 8-bit RGB image of up to about 460 megapixels fits (docs/performance.md, "Memory of large images").
+#: default memory budget (GiB) of one input, see :func:`denoise_path`'s ``max_memory_gb``: with the tiled path an
+#: 8-bit RGB image of up to about 460 megapixels fits, and a 512 x 512 CT of about 390 slices (docs/performance.md).
 MAX_MEMORY_GB = 4.0
 # Pillow mode -> (channels of the read image, bytes per stored sample, bytes per pixel of Pillow's own copies while
 # decoding): RGB is stored as 4 bytes per pixel; alpha, palette and CMYK images are converted (a second copy), and
@@ -35,10 +35,9 @@ _PILLOW_MODES = {
 }  # fmt: skip
 
 
-def _header(path: Path) -> tuple[int, int, int, int, str] | None:
-    """(pixels, channels, bytes per sample, decoder bytes per pixel, description) of a PNG/JPEG/TIFF from its
-    header, with Pillow's decompression-bomb check off (the caller judges the size); None if unreadable."""
-    fmt = guess_format(path)
+def _header(path: Path, fmt: str) -> tuple[int, int, int, int, str] | None:
+    """(pixels, channels, bytes per sample, decoder bytes per pixel, description) of a PNG/JPEG/TIFF (``fmt``) from
+    its header, with Pillow's decompression-bomb check off (the caller judges the size); None if unreadable."""
     if fmt == "tiff":
         import tifffile
 
@@ -54,8 +53,6 @@ def _header(path: Path) -> tuple[int, int, int, int, str] | None:
         pages = count // max(1, sizes.get("Y", 1) * sizes.get("X", 1))
         what = f"{sizes.get('X', '?')} x {sizes.get('Y', '?')}" + (f" x {pages} pages" if pages > 1 else "")
         return count, channels, dtype.itemsize, 0, f"{what} {channels}-channel {8 * dtype.itemsize}-bit TIFF"
-    if fmt not in ("png", "jpeg"):
-        return None
     from PIL import Image
 
     with pillow_limit(None, lift=True):
@@ -68,19 +65,19 @@ def _header(path: Path) -> tuple[int, int, int, int, str] | None:
     return int(w) * int(h), channels, sample, decoder, f"{w} x {h} {mode} {fmt.upper()}"
 
 
-def _check_pixel_budget(path: Path, max_pixels: int | None, max_memory_gb: float | None) -> int | None:
-    """Refuse a PNG/JPEG/TIFF over the budgets from its header, before it is decoded, in one line naming the fix.
+def _check_pixel_budget(path: Path, fmt: str, max_pixels: int | None, max_memory_gb: float | None) -> int | None:
+    """Refuse a PNG/JPEG/TIFF (``fmt``) over the budgets from its header, before it is decoded, in one line naming
+    the fix.
 
     Returns:
         the pixel count of an accepted PNG/JPEG under a budget (Pillow's limit is raised to it for decoding), else
         None (no budget: Pillow's own decompression-bomb limit applies, and its refusal is reported likewise).
     """
-    if guess_format(path) not in ("png", "jpeg", "tiff"):
-        return None
     if max_pixels is None and max_memory_gb is None:
-        _check_pillow_limit(path)
+        if fmt != "tiff":
+            _check_pillow_limit(path)
         return None
-    header = _header(path)
+    header = _header(path, fmt)
     if header is None:
         return None
     count, channels, sample, decoder, what = header
@@ -91,7 +88,7 @@ def _check_pixel_budget(path: Path, max_pixels: int | None, max_memory_gb: float
         )
     if max_memory_gb is not None:
         per_pixel = bytes_per_pixel(channels, sample, decoder)
-        need = BASE_MEMORY_GB + count * per_pixel / 2**30
+        need = estimate_memory(count, channels, sample, decoder)
         if need > max_memory_gb:
             raise ValueError(
                 f"{path}: {what} ({count / 1e6:.0f} megapixels) needs about {need:.1f} GiB ({per_pixel} bytes per "
@@ -102,9 +99,8 @@ def _check_pixel_budget(path: Path, max_pixels: int | None, max_memory_gb: float
 
 
 def _check_pillow_limit(path: Path) -> None:
-    """Without a budget: Pillow's own decompression-bomb refusal (twice ``MAX_IMAGE_PIXELS``), before decoding."""
-    if guess_format(path) == "tiff":
-        return
+    """Without a budget: Pillow's own decompression-bomb refusal (twice ``MAX_IMAGE_PIXELS``) of a PNG/JPEG, before
+    decoding."""
     from PIL import Image
 
     try:
@@ -163,20 +159,21 @@ def check_memory_budget(
     Raises:
         ValueError: over a budget, in one line naming the file and the fix.
     """
-    if files or path.is_dir() or guess_format(path) in ("dicom", "nifti"):
+    fmt = "dicom" if files or path.is_dir() else guess_format(path)  # decided once: it may read the DICOM magic
+    if fmt in ("dicom", "nifti"):
         if max_memory_gb is not None:
-            _check_volume_budget(path, list(files), max_memory_gb)
+            _check_volume_budget(path, fmt, list(files), max_memory_gb)
         return None
     if not path.is_file():
         return None
-    return _check_pixel_budget(path, max_pixels, max_memory_gb)
+    return _check_pixel_budget(path, fmt, max_pixels, max_memory_gb)
 
 
-def _volume_header(path: Path, files: list[Path]) -> tuple[tuple[int, ...], str] | None:
-    """(rows, columns, slices) and a description of a NIfTI volume or DICOM file/series from headers only; None
-    when a header cannot be read (the reader then reports the file)."""
+def _volume_header(path: Path, fmt: str, files: list[Path]) -> tuple[tuple[int, ...], str] | None:
+    """(rows, columns, slices) and a description of a NIfTI volume or DICOM file/series (``fmt``) from headers only;
+    None when a header cannot be read (the reader then reports the file)."""
     try:
-        if not files and guess_format(path) == "nifti":
+        if fmt == "nifti":
             import nibabel as nib
 
             shape = tuple(int(n) for n in nib.load(path).shape)  # lazy: the header only
@@ -194,8 +191,8 @@ def _volume_header(path: Path, files: list[Path]) -> tuple[tuple[int, ...], str]
         return None
 
 
-def _check_volume_budget(path: Path, files: list[Path], max_memory_gb: float) -> None:
-    header = _volume_header(path, files)
+def _check_volume_budget(path: Path, fmt: str, files: list[Path], max_memory_gb: float) -> None:
+    header = _volume_header(path, fmt, files)
     if header is None:
         return
     (rows, cols, slices), what = header
