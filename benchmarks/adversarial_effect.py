@@ -14,33 +14,11 @@ The two trainings run side by side, one thread each (``--threads``); each is the
 from __future__ import annotations
 
 import argparse
-import csv
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "gan_denoise"
+from _bundle_runs import bundle, last_checkpoint, model_rows, wait
+
 VARIANTS = {"GAN (adv_weight 0.001, default)": [], "L1 only (adv_weight 0)": ["--adv_weight", "0"]}
-
-
-def bundle(*args: str, threads: int) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    cmd = [sys.executable, "-m", "monai.bundle", "run", *args, "--bundle_root", str(BUNDLE)]
-    return subprocess.Popen(cmd, cwd=BUNDLE, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-
-
-def wait(procs: list[subprocess.Popen]) -> None:
-    for proc in procs:
-        _, err = proc.communicate()
-        if proc.returncode:
-            raise SystemExit(f"{' '.join(proc.args)} failed:\n{err[-3000:]}")
-
-
-def model_rows(summary: Path) -> dict[float, tuple[float, float]]:
-    with open(summary, newline="") as f:
-        return {float(r["sigma"]): (float(r["psnr_mean"]), float(r["ssim_mean"])) for r in csv.DictReader(f)
-                if r["method"] == "gan"}  # fmt: skip
 
 
 def main() -> None:
@@ -60,7 +38,7 @@ def main() -> None:
     evaluate = ["evaluating", "--config_file", "['configs/train.yaml','configs/evaluate.yaml']"]
     results = {}
     for name, run in runs.items():
-        last = max((run / "checkpoints").glob("checkpoint_epoch=*.pt"), key=lambda p: int(p.stem.split("=")[1]))
+        last = last_checkpoint(run)
         for k, (label, extra) in enumerate(sets.items()):
             out = run / f"eval{k}"
             wait([bundle(*evaluate, "--output_dir", str(run), "--checkpoint", str(last), "--eval_dir", str(out),

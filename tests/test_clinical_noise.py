@@ -107,6 +107,16 @@ def test_ct_gaussian_noise_is_in_hu_and_spares_the_padding():
     assert abs(np.corrcoef(n[0].ravel(), n[1].ravel())[0, 1]) < 0.1
 
 
+@pytest.mark.parametrize("info", [ct_info(), {"low": 0.0, "high": 800.0, "modality": "MR"}])
+def test_a_repeated_slice_carries_the_same_noise_on_every_channel(info):
+    # inference repeats one noisy slice (a 2D image, the clamped end of a volume): training must show the same
+    t = AddClinicalNoised("image", clean_prob=0.0, ct_sigma_hu=30.0, lowdose_prob=0.0, mr_sigma=0.05, seed_key="id")
+    out = t({"image": _slab(0.5), "image_intensity": info, "id": "a", "slab_indices": [4, 4, 5]})["image"]
+    assert torch.equal(out[0], out[1]) and not torch.equal(out[1], out[2])
+    flat = t({"image": _slab(0.5), "image_intensity": info, "id": "a", "slab_indices": [2, 2, 2]})["image"]
+    assert torch.equal(flat[0], flat[1]) and torch.equal(flat[1], flat[2]) and flat.std() > 0
+
+
 def test_mr_rician_noise_is_relative_to_the_robust_range():
     info = {"low": 0.0, "high": 800.0, "modality": "MR"}
     t = AddClinicalNoised("image", clean_prob=0.0, mr_sigma=0.05, seed_key="id")
@@ -171,6 +181,27 @@ def test_slab_clamps_at_the_volume_ends_and_never_changes_the_volume():
         seen.add(z)
     assert seen == set(range(5))
     assert torch.equal(volume, before)
+    # random spacing: neighbours 1 or 2 slices apart; flat: a slab of the centre slice only (the 2D input)
+    volume = torch.arange(9, dtype=torch.float32).view(1, 1, 1, 9).expand(1, 4, 4, 9).clone()
+    t = ClinicalSlabd("image", context=1, max_stride=2, flat_prob=0.3)
+    steps = []
+    for seed in range(60):
+        t.set_random_state(seed)
+        out = t({"image": volume})
+        a, z, b = out["slab_indices"]
+        if 2 <= z <= 6:
+            steps.append(z - a)
+            assert b - z == z - a and torch.equal(out["label"], volume[..., z])
+    assert set(steps) == {0, 1, 2} and 0.1 < steps.count(0) / len(steps) < 0.5
+    assert ClinicalSlabd("image", max_stride=2, flat_prob=1.0, random=False)({"image": volume})["slab_indices"] == [
+        3,
+        4,
+        5,
+    ]  # validation: fixed, stride 1
+    with pytest.raises(ValueError, match="max_stride"):
+        ClinicalSlabd("image", max_stride=0)
+    with pytest.raises(ValueError, match="flat_prob"):
+        ClinicalSlabd("image", flat_prob=1.5)
     # a 2D image is its own neighbour
     flat = ClinicalSlabd("image", context=1)({"image": torch.rand(1, 8, 8)})
     assert torch.equal(flat["image"][0], flat["image"][2]) and torch.equal(flat["label"][0], flat["image"][1])

@@ -334,6 +334,10 @@ class ClinicalSlabd(Randomizable, MapTransform):
         label_key: where the clean centre slice goes.
         index_key: where the ``2k + 1`` slice indices go.
         random: draw ``z`` uniformly (training); False takes the middle slice ``D // 2`` (validation).
+        max_stride: when random, neighbours are ``s`` slices apart with ``s`` drawn from ``1 .. max_stride``, so a
+            thin-slice series also teaches thicker spacing (neighbours that differ more).
+        flat_prob: when random, the share of samples whose neighbours are all the centre slice: the single 2D image
+            of inference (its noise then repeats on every channel, see ``AddClinicalNoised``).
         allow_missing_keys: don't fail on missing keys.
     """
 
@@ -344,19 +348,30 @@ class ClinicalSlabd(Randomizable, MapTransform):
         label_key: str = "label",
         index_key: str = "slab_indices",
         random: bool = True,
+        max_stride: int = 1,
+        flat_prob: float = 0.0,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         if context < 0:
             raise ValueError(f"context must be >= 0 slices, got {context}.")
+        if max_stride < 1:
+            raise ValueError(f"max_stride must be >= 1 slice, got {max_stride}.")
+        if not 0.0 <= flat_prob <= 1.0:
+            raise ValueError(f"flat_prob must be in [0, 1], got {flat_prob}.")
         self.context = context
         self.label_key = label_key
         self.index_key = index_key
         self.random = random
-        self._z = 0
+        self.max_stride = max_stride
+        self.flat_prob = flat_prob
+        self._z, self._stride = 0, 1
 
     def randomize(self, data: int) -> None:
         self._z = int(self.R.randint(data))
+        self._stride = int(self.R.randint(1, self.max_stride + 1))
+        if self.R.rand() < self.flat_prob:
+            self._stride = 0
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -371,8 +386,8 @@ class ClinicalSlabd(Randomizable, MapTransform):
             depth = int(volume.shape[-1])
             if self.random:
                 self.randomize(depth)
-            z = self._z if self.random else depth // 2
-            indices = [min(max(z + o, 0), depth - 1) for o in range(-self.context, self.context + 1)]
+            z, stride = (self._z, self._stride) if self.random else (depth // 2, 1)
+            indices = [min(max(z + o * stride, 0), depth - 1) for o in range(-self.context, self.context + 1)]
             d[key] = volume[0, ..., indices].permute(2, 0, 1).contiguous()  # advanced indexing copies
             d[self.label_key] = volume[..., z].clone()
             d[self.index_key] = indices

@@ -114,11 +114,21 @@ class CTNoiseBankd(MapTransform):
         return bank
 
 
+def _per_slice_normal(rng: np.random.Generator, shape: Sequence[int], indices: Sequence[int] | None) -> np.ndarray:
+    """Standard normal noise of ``shape`` ``(C, H, W)``: one draw per distinct slice index, repeated where it repeats."""
+    if indices is None or len(indices) != shape[0]:
+        return rng.standard_normal(shape, dtype=np.float32)
+    distinct, where = np.unique(np.asarray(indices), return_inverse=True)
+    return rng.standard_normal((len(distinct), *shape[1:]), dtype=np.float32)[where.reshape(-1)]
+
+
 class AddClinicalNoised(Randomizable, MapTransform):
     """Noise for a 2.5D slab in the image's physical units, chosen by modality, at a random level per sample.
 
     The slab ``(2k + 1, H, W)`` (from :class:`~medical_denoise.data.ClinicalSlabd`) gets independent noise on each
-    slice; the clean target (another key) is left alone. Per sample, with probability ``clean_prob`` nothing is added
+    slice; a slice that appears twice (the clamped edge of a volume, every channel of a 2D image) carries the same
+    noise each time, as at inference, where the one noisy slice is repeated. The clean target (another key) is left
+    alone. Per sample, with probability ``clean_prob`` nothing is added
     (so a blind model learns to leave clean images alone). Otherwise:
 
     * CT: with probability ``lowdose_prob`` (when a bank is present) the bank's noise of each slice times a factor
@@ -219,11 +229,11 @@ class AddClinicalNoised(Randomizable, MapTransform):
                 std = float(noise[centre][inside[centre]].std()) if inside[centre].any() else 0.0
                 return slab + noise, {"kind": "ct_lowdose", "level": factor, "std": std}
             sigma_hu = float(rng.uniform(*self.ct_sigma_hu))
-            noise = rng.standard_normal(slab.shape, dtype=np.float32) * (sigma_hu / span)
+            noise = _per_slice_normal(rng, slab.shape, indices) * (sigma_hu / span)
             return slab + inside * noise, {"kind": "gaussian_hu", "level": sigma_hu, "std": sigma_hu / span}
         fraction = float(rng.uniform(*self.mr_sigma))
         low = float(info["low"]) / span  # Rician acts on the magnitude in original units, here rescaled by span
-        n1, n2 = (rng.standard_normal(slab.shape, dtype=np.float32) * fraction for _ in range(2))
+        n1, n2 = (_per_slice_normal(rng, slab.shape, indices) * fraction for _ in range(2))
         magnitude = np.sqrt((slab + low + n1) ** 2 + n2**2)
         return (magnitude - low).astype(np.float32), {"kind": "rician", "level": fraction, "std": fraction}
 
