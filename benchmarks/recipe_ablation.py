@@ -7,7 +7,7 @@ single pass on the datalist's ``validation`` split (the test sets are never used
 same seeded noise. Prints a markdown table and writes it to ``--work/ablation.md``.
 
     python benchmarks/recipe_ablation.py --work /tmp/ablation --minutes 20 \
-        --datalist ../docs/isic_datalist.json [--variants base,wide,no_adv]
+        --datalist docs/isic_datalist.json [--variants base,wide,no_adv]   # from the repository root
 
 A variant whose run folder already holds a finished evaluation is not run again, so an interrupted ablation goes on
 where it stopped.
