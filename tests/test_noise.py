@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -325,3 +326,13 @@ def test_estimate_noise_level_recovers_gaussian_sigma():
         assert estimate_noise_level(noisy) == pytest.approx(sigma, rel=0.15)
     grey_volume = np.repeat(clean[:1, ..., None], 3, axis=-1)
     assert estimate_noise_level(GaussianNoise(25.0).apply(grey_volume, 25.0, rng)) == pytest.approx(25, rel=0.15)
+
+
+@pytest.mark.parametrize("shape", [(1, 5, 5), (3, 5, 5), (1, 8, 8, 3)])
+def test_estimate_noise_level_of_a_constant_image_is_zero_without_warnings(shape):
+    from medical_denoise.noise import estimate_noise_level
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # skimage's estimator alone warns and returns NaN here
+        assert estimate_noise_level(np.zeros(shape, np.float32)) == 0.0
+        assert estimate_noise_level(np.full(shape, 0.25, np.float32)) == pytest.approx(0.0, abs=1e-6)

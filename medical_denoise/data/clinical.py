@@ -24,7 +24,13 @@ from monai.transforms import MapTransform, Randomizable
 from medical_denoise.data.records import ImageRecord
 from medical_denoise.data.transforms import EnsureChannelsd
 from medical_denoise.io import read_image
-from medical_denoise.io.readers import _IGNORED_NAMES, NIFTI_SUFFIXES, is_dicom_file
+from medical_denoise.io.readers import (
+    DICOM_NAMED_SUFFIXES,
+    NIFTI_SUFFIXES,
+    is_dicom_file,
+    is_ignored_name,
+    read_dicom_header,
+)
 
 __all__ = [
     "CenterSliced",
@@ -36,7 +42,6 @@ __all__ = [
     "find_clinical_images",
 ]
 
-_DICOM_NAMED = (".dcm", ".dicom", ".ima")
 # suffixes that are certainly not DICOM: skip the magic-number check for them
 _NOT_DICOM = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".gif", ".csv", ".txt", ".md", ".json", ".gz", ".nii")
 
@@ -47,10 +52,10 @@ def _nifti_suffix(name: str) -> str | None:
 
 
 def _is_dicom_candidate(path: Path) -> bool:
-    if path.name.startswith(".") or path.name.upper() in _IGNORED_NAMES:
+    if is_ignored_name(path):
         return False
     suffix = path.suffix.lower()
-    if suffix in _DICOM_NAMED:
+    if suffix in DICOM_NAMED_SUFFIXES:
         return True
     return suffix not in _NOT_DICOM and is_dicom_file(path)
 
@@ -71,15 +76,8 @@ def clinical_format(path: str | Path) -> str | None:
 
 def _dicom_header(path: Path) -> Any | None:
     """The few header tags the listing needs, or None when the header does not parse (check_readable reports it)."""
-    import pydicom
-
     try:
-        return pydicom.dcmread(
-            path,
-            stop_before_pixels=True,
-            force=True,
-            specific_tags=["SeriesInstanceUID", "PatientID", "NumberOfFrames"],
-        )
+        return read_dicom_header(path, specific_tags=["SeriesInstanceUID", "PatientID", "NumberOfFrames"])
     except Exception:  # pydicom raises many types on damaged files
         return None
 
@@ -132,7 +130,7 @@ def _dicom_records(root: Path, folder: Path, files: list[Path]) -> list[ImageRec
     out = []
     for f in files:
         rel = f.relative_to(root).as_posix()
-        suffix = f.suffix if f.suffix.lower() in _DICOM_NAMED else ""
+        suffix = f.suffix if f.suffix.lower() in DICOM_NAMED_SUFFIXES else ""
         header = headers[f]
         out.append(ImageRecord(rel, rel[: len(rel) - len(suffix)], _patient([header] if header else []) or rel))
     return out

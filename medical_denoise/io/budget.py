@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medical_denoise.io.readers import DICOM_SUFFIXES, guess_format
+from medical_denoise.io.readers import guess_format, read_dicom_header
 from medical_denoise.io.tiled import BASE_MEMORY_GB, bytes_per_pixel, estimate_memory
 
 __all__ = ["MAX_MEMORY_GB", "VOLUME_BYTES_PER_VOXEL", "check_memory_budget", "pillow_limit"]
@@ -179,11 +179,7 @@ def _volume_header(path: Path, fmt: str, files: list[Path]) -> tuple[tuple[int, 
             shape = tuple(int(n) for n in nib.load(path).shape)  # lazy: the header only
             dims = (*shape[:3], *(1,) * (3 - len(shape[:3])))
             return dims, f"{' x '.join(map(str, shape))} NIfTI"
-        import pydicom
-
-        first = files[0] if files else path
-        force = first.suffix.lower() in DICOM_SUFFIXES
-        ds = pydicom.dcmread(first, stop_before_pixels=True, force=force)
+        ds = read_dicom_header(files[0] if files else path)
         frames = int(ds.get("NumberOfFrames", 1) or 1) * max(1, len(files))
         dims = (int(ds.Rows), int(ds.Columns) * int(ds.get("SamplesPerPixel", 1) or 1), frames)
         return dims, f"{ds.Rows} x {ds.Columns} x {frames} DICOM {'series' if files else 'file'}"

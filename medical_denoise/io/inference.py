@@ -36,7 +36,14 @@ from medical_denoise.io.geometry import check_scale, zoomed_like
 from medical_denoise.io.image import LoadedImage
 from medical_denoise.io.intensity import IntensityMapping, default_intensity_mapping
 from medical_denoise.io.predict import predict_array, slab_indices
-from medical_denoise.io.readers import _IGNORED_NAMES, DICOM_SUFFIXES, guess_format, is_dicom_file, read_image
+from medical_denoise.io.readers import (
+    DICOM_NAMED_SUFFIXES,
+    guess_format,
+    is_dicom_file,
+    is_ignored_name,
+    read_dicom_header,
+    read_image,
+)
 from medical_denoise.io.routing import ModelRouter, ModelSpec, Route, log_route
 from medical_denoise.io.tiled import (
     TILE_MARGIN,
@@ -58,7 +65,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-_DICOM_NAMED = (".dcm", ".dicom", ".ima")
 
 
 @dataclass(frozen=True)
@@ -109,7 +115,7 @@ def _entries(folder: Path, exclude: str | Path | None) -> list[Path]:
     """The folder's entries that may be inputs: not hidden, not a series' side file, not the output folder."""
     out = []
     for entry in sorted(folder.iterdir()):
-        if entry.name.startswith(".") or entry.name.upper() in _IGNORED_NAMES:
+        if is_ignored_name(entry):
             continue
         if exclude is not None and Path(exclude).exists() and _same(entry, exclude):
             continue
@@ -118,16 +124,13 @@ def _entries(folder: Path, exclude: str | Path | None) -> list[Path]:
 
 
 def _looks_dicom(path: Path) -> bool:
-    return path.suffix.lower() in _DICOM_NAMED or is_dicom_file(path)
+    return path.suffix.lower() in DICOM_NAMED_SUFFIXES or is_dicom_file(path)
 
 
 def _series_uid(path: Path) -> str | None:
     """SeriesInstanceUID from the header, "" if the file has none, None if the header cannot be read."""
-    import pydicom
-
     try:
-        force = path.suffix.lower() in DICOM_SUFFIXES  # as read_image: no preamble is common for .dcm exports
-        ds = pydicom.dcmread(path, stop_before_pixels=True, force=force, specific_tags=["SeriesInstanceUID"])
+        ds = read_dicom_header(path, specific_tags=["SeriesInstanceUID"])
     except Exception:  # noqa: BLE001  (pydicom raises many types on damaged or foreign files)
         return None
     return str(ds.get("SeriesInstanceUID", ""))

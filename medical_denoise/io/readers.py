@@ -10,6 +10,7 @@ import logging
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -18,21 +19,26 @@ from medical_denoise.io.intensity import IntensityMapping, default_intensity_map
 
 __all__ = [
     "BITMAP_SUFFIXES",
+    "DICOM_NAMED_SUFFIXES",
     "DICOM_SUFFIXES",
     "NIFTI_SUFFIXES",
     "TIFF_SUFFIXES",
     "dicom_frame_rescale",
     "guess_format",
     "is_dicom_file",
+    "is_ignored_name",
     "nifti_modality",
+    "read_dicom_header",
     "read_image",
 ]
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 BITMAP_SUFFIXES = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg"}
 TIFF_SUFFIXES = (".tif", ".tiff")
+#: suffixes that name a file as DICOM.
+DICOM_NAMED_SUFFIXES = (".dcm", ".dicom", ".ima")
 #: suffixes read as DICOM even without the 128-byte preamble ("" = no suffix, common in PACS exports).
-DICOM_SUFFIXES = (".dcm", ".dicom", ".ima", "")
+DICOM_SUFFIXES = (*DICOM_NAMED_SUFFIXES, "")
 logger = logging.getLogger(__name__)
 # a NIfTI header's descrip/intent_name naming CT or Hounsfield units: the upper-case words, so "ctx", "Thu" or
 # "CTRL" do not count ("hounsfield" is checked separately, in any case)
@@ -44,6 +50,19 @@ _IGNORED_NAMES = {"DICOMDIR", "LICENSE", "LICENSE.TXT", "README", "README.TXT", 
 def _suffix(path: Path) -> str:
     name = path.name.lower()
     return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
+
+
+def is_ignored_name(path: Path) -> bool:
+    """Whether ``path`` is hidden or a file that sits next to a series without being a slice (DICOMDIR, README...)."""
+    return path.name.startswith(".") or path.name.upper() in _IGNORED_NAMES
+
+
+def read_dicom_header(path: Path, **kwargs: Any):
+    """The header of a DICOM file (no pixel data), read as :func:`read_image` reads it: a file named as DICOM (or
+    with no suffix) may lack the preamble, common for older exports. ``kwargs`` go to ``pydicom.dcmread``."""
+    import pydicom
+
+    return pydicom.dcmread(path, stop_before_pixels=True, force=_suffix(path) in DICOM_SUFFIXES, **kwargs)
 
 
 def is_dicom_file(path: Path) -> bool:
@@ -256,11 +275,7 @@ def _strip_pixels(ds):
 
 
 def _series_files(folder: Path) -> list[Path]:
-    files = sorted(
-        p
-        for p in folder.iterdir()
-        if p.is_file() and not p.name.startswith(".") and p.name.upper() not in _IGNORED_NAMES
-    )
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not is_ignored_name(p))
     if not files:
         raise ValueError(f"{folder}: folder holds no DICOM files.")
     return files

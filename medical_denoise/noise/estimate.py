@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 from skimage.restoration import estimate_sigma
@@ -12,7 +14,8 @@ __all__ = ["estimate_noise_level", "wavelet_noise_std"]
 def estimate_noise_level(image: np.ndarray) -> float:
     """Gaussian noise sigma of a channel-first image in [0, 1], on the 0-255 scale (wavelet MAD estimator).
 
-    Volumes ``(C, H, W, D)`` are estimated on their middle slice; channels are averaged.
+    Volumes ``(C, H, W, D)`` are estimated on their middle slice; channels are averaged. An image with no fine
+    detail at all (constant, e.g. a blank frame) has no noise to measure and gets 0, as in :func:`wavelet_noise_std`.
 
     Args:
         image: ``(C, H, W)`` or ``(C, H, W, D)`` float array.
@@ -22,13 +25,16 @@ def estimate_noise_level(image: np.ndarray) -> float:
         arr = arr[..., arr.shape[-1] // 2]
     if arr.ndim != 3:
         raise ValueError(f"expected a channel-first 2D image or volume, got shape {arr.shape}")
-    # skimage's estimator wants channel-last colour or a plain 2D grey image
-    sigma = (
-        estimate_sigma(arr[0], channel_axis=None)
-        if arr.shape[0] == 1
-        else estimate_sigma(np.moveaxis(arr, 0, -1), channel_axis=-1, average_sigmas=True)
-    )
-    return float(sigma) * 255.0
+    # skimage's estimator wants channel-last colour or a plain 2D grey image; it leaves out zero coefficients, so a
+    # constant image is the median of nothing (NaN and a numpy warning)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        sigma = (
+            estimate_sigma(arr[0], channel_axis=None)
+            if arr.shape[0] == 1
+            else estimate_sigma(np.moveaxis(arr, 0, -1), channel_axis=-1, average_sigmas=True)
+        )
+    return 0.0 if np.isnan(sigma) else float(sigma) * 255.0
 
 
 def wavelet_noise_std(x: torch.Tensor) -> torch.Tensor:
