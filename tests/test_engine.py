@@ -32,7 +32,7 @@ def _batches(n=2, size=32, seed=0):
     return out
 
 
-def _trainer(data, handlers=(), adv_weight=0.1, adv_start_iteration=0, lr=1e-3, max_epochs=1):
+def _trainer(data, handlers=(), adv_weight=0.1, adv_start_iteration=0, lr=1e-3, max_epochs=1, **kwargs):
     torch.manual_seed(0)
     g = DenoiseUNet(channels=(8, 16), strides=(2,), num_res_units=1)
     d = ConditionalPatchDiscriminator(image_channels=3, **TINY_DISCRIMINATOR)
@@ -49,8 +49,25 @@ def _trainer(data, handlers=(), adv_weight=0.1, adv_start_iteration=0, lr=1e-3, 
         adv_weight=adv_weight,
         adv_start_iteration=adv_start_iteration,
         train_handlers=list(handlers),
-        decollate=False,
+        **{"decollate": False, **kwargs},
     )
+
+
+def test_decollate_and_postprocessing_run_after_each_iteration():
+    """As in SupervisedTrainer: the output becomes per-sample dicts, each postprocessed, and the losses still log."""
+    seen = []
+
+    def mark(sample):
+        seen.append(sample["pred"].shape)
+        return {**sample, "pred": sample["pred"].clamp(0, 1)}
+
+    trainer = _trainer(_batches(2), decollate=True, postprocessing=mark)
+    trainer.run()
+    output = trainer.state.output
+    assert isinstance(output, list) and len(output) == 2  # the batch's two samples
+    assert all(float(o["pred"].min()) >= 0 and float(o["pred"].max()) <= 1 for o in output)
+    assert seen == [torch.Size([3, 32, 32])] * 4  # 2 iterations x 2 samples
+    assert set(loss_summary(output)) == {"g_loss", "d_loss", "pixel_loss", "adv_loss"}
 
 
 def test_one_iteration_updates_generator_and_discriminator():

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from ignite.metrics import Metric
 from monai.engines import Trainer
-from monai.engines.utils import default_metric_cmp_fn, default_prepare_batch
+from monai.engines.utils import IterationEvents, default_metric_cmp_fn, default_prepare_batch
 from monai.inferers import Inferer, SimpleInferer
 from monai.transforms import Transform
 from monai.utils import AdversarialIterationEvents, AdversarialKeys
@@ -51,7 +51,7 @@ class ConditionalGanTrainer(Trainer):
         prepare_batch: parses ``(image, label)`` from the batch.
         iteration_update: replaces ``_iteration`` if given.
         g_inferer: runs the generator forward (default ``SimpleInferer``).
-        postprocessing: transforms applied to the output after each iteration.
+        postprocessing: transforms applied to each (decollated) sample of the output after each iteration.
         key_train_metric: metric whose value is the key training metric.
         additional_metrics: further ignite metrics.
         metric_cmp_fn: compares key-metric values.
@@ -63,7 +63,8 @@ class ConditionalGanTrainer(Trainer):
             shares the parameters, so checkpoints and validation keep using ``g_network`` unchanged.
         event_names: additional custom events.
         event_to_attr: maps events to state attributes.
-        decollate: decollate batch-first outputs.
+        decollate: decollate the output into a list of per-sample dicts (losses repeated in each) after each
+            iteration, as MONAI's trainers do; ``loss_summary`` reads either form.
         optim_set_to_none: ``zero_grad(set_to_none=...)``.
         to_kwargs: extra ``Tensor.to`` arguments.
         amp_kwargs: ``torch.autocast`` arguments.
@@ -222,4 +223,6 @@ class ConditionalGanTrainer(Trainer):
         out[PIXEL_LOSS] = pixel_loss.detach()
         out[AdversarialKeys.GENERATOR_LOSS] = adv_loss.detach()
         out[Keys.LOSS] = g_loss.detach()
-        return out
+        # as SupervisedTrainer: decollate and postprocessing hang on this event; they replace engine.state.output
+        engine.fire_event(IterationEvents.MODEL_COMPLETED)
+        return engine.state.output
