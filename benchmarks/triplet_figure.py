@@ -30,13 +30,15 @@ def main() -> None:
     p.add_argument("--bundle_dir", type=Path, default=Path(__file__).resolve().parents[1] / "bundles" / "gan_denoise")
     p.add_argument("--checkpoint", type=Path, default=None, help="default: the bundle's models/model.pt")
     p.add_argument("--sigma", type=float, default=25.0)
-    p.add_argument("--single_pass", action="store_true", help="no 8-fold self-ensemble (the bundle's default uses it)")
+    p.add_argument(
+        "--self_ensemble", action="store_true", help="average 8 flips/rotations (the bundle's default: one pass)"
+    )
     p.add_argument("--image", choices=sorted(CROPS), default="retina")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
     clean = np.moveaxis(CROPS[args.image]().astype(np.float32) / 255, -1, 0)
     noisy = SeededNoise(seed=0)(clean, args.sigma, f"skimage_{args.image}")
-    predictor = bundle_predictor(args.bundle_dir, args.checkpoint, self_ensemble=not args.single_pass)
+    predictor = bundle_predictor(args.bundle_dir, args.checkpoint, self_ensemble=args.self_ensemble)
     denoised = np.clip(predictor.numpy(noisy), 0, 1)
     row = np.concatenate([np.clip(x, 0, 1) for x in (noisy, denoised, clean)], axis=2)
     save_png_atomic((np.moveaxis(row, 0, -1) * 255 + 0.5).astype(np.uint8), args.out)
