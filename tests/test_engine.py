@@ -32,7 +32,9 @@ def _batches(n=2, size=32, seed=0):
     return out
 
 
-def _trainer(data, handlers=(), adv_weight=0.1, adv_start_iteration=0, lr=1e-3, max_epochs=1, **kwargs):
+def _trainer(
+    data, handlers=(), adv_weight=0.1, adv_start_iteration=0, lr=1e-3, max_epochs=1, decollate=False, **kwargs
+):
     torch.manual_seed(0)
     g = DenoiseUNet(channels=(8, 16), strides=(2,), num_res_units=1)
     d = ConditionalPatchDiscriminator(image_channels=3, **TINY_DISCRIMINATOR)
@@ -49,7 +51,8 @@ def _trainer(data, handlers=(), adv_weight=0.1, adv_start_iteration=0, lr=1e-3, 
         adv_weight=adv_weight,
         adv_start_iteration=adv_start_iteration,
         train_handlers=list(handlers),
-        **{"decollate": False, **kwargs},
+        decollate=decollate,
+        **kwargs,
     )
 
 

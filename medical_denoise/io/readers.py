@@ -57,12 +57,17 @@ def is_ignored_name(path: Path) -> bool:
     return path.name.startswith(".") or path.name.upper() in _IGNORED_NAMES
 
 
+def _may_lack_preamble(path: Path) -> bool:
+    """A file named as DICOM, or with no suffix, is read as DICOM without the preamble (common in older exports)."""
+    return _suffix(path) in DICOM_SUFFIXES
+
+
 def read_dicom_header(path: Path, **kwargs: Any):
     """The header of a DICOM file (no pixel data), read as :func:`read_image` reads it: a file named as DICOM (or
     with no suffix) may lack the preamble, common for older exports. ``kwargs`` go to ``pydicom.dcmread``."""
     import pydicom
 
-    return pydicom.dcmread(path, stop_before_pixels=True, force=_suffix(path) in DICOM_SUFFIXES, **kwargs)
+    return pydicom.dcmread(path, stop_before_pixels=True, force=_may_lack_preamble(path), **kwargs)
 
 
 def is_dicom_file(path: Path) -> bool:
@@ -192,7 +197,7 @@ def _dcmread(path: Path):
     try:
         return pydicom.dcmread(path)
     except InvalidDicomError:
-        if _suffix(path) not in DICOM_SUFFIXES:
+        if not _may_lack_preamble(path):
             raise ValueError(f"{path} is not a DICOM file.") from None
     except Exception as e:  # pydicom raises many types on damaged files
         raise ValueError(f"{path}: cannot read DICOM file ({e}).") from e
