@@ -8,6 +8,7 @@ import torch
 from ignite.engine import Events
 from monai.handlers import StatsHandler
 from monai.losses import PatchAdversarialLoss
+from monai.utils import CommonKeys as Keys
 from PIL import Image
 
 from medical_denoise.engine import (
@@ -178,6 +179,37 @@ def test_triplet_handler_writes_png_and_tensorboard(tmp_path):
     png = np.asarray(Image.open(tmp_path / "img" / "combined_epoch_1.png"))
     assert png.shape == (2 * (32 + 2), 3 * 32, 3)
     assert list((tmp_path / "tb").glob("events.out.tfevents*"))
+
+
+def test_triplet_handler_draws_the_first_batch_of_every_interval_th_epoch(tmp_path):
+    from ignite.engine import Engine
+
+    class Writer:  # counts what TensorBoard would get
+        def __init__(self):
+            self.steps = []
+
+        def add_image(self, tag, grid, step, dataformats):
+            self.steps.append(step)
+
+        def flush(self):
+            pass
+
+    writer = Writer()
+    handler = TripletImageHandler(tmp_path, interval=2, max_rows=1, summary_writer=writer)
+    drawn = []
+    engine = Engine(lambda e, batch: {Keys.IMAGE: batch, Keys.PRED: batch, Keys.LABEL: batch})
+    handler.attach(engine)
+    handler.attach(engine)  # once only
+    engine.add_event_handler(
+        Events.ITERATION_COMPLETED, lambda e: drawn.append(sorted(p.name for p in tmp_path.iterdir()))
+    )
+    batches = [torch.full((1, 3, 8, 8), i / 3.0) for i in range(3)]
+    engine.run(batches, max_epochs=4)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["combined_epoch_2.png", "combined_epoch_4.png"]
+    assert writer.steps == [2, 4]  # one grid per drawn epoch, though attached twice
+    assert drawn[3] == ["combined_epoch_2.png"]  # written at epoch 2's first batch, not at its end
+    first_batch = np.asarray(Image.open(tmp_path / "combined_epoch_2.png"))
+    assert first_batch.max() == 0  # batch 0 (all zeros), not a later one
 
 
 def test_l1_ssim_loss():

@@ -91,16 +91,17 @@ class TripletImageHandler:
         self.max_rows = max_rows
         self.summary_writer = summary_writer
         self.tag = tag
-        self._drawn_epoch = -1
 
     def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+        if not engine.has_event_handler(self, Events.ITERATION_COMPLETED):
+            engine.add_event_handler(Events.ITERATION_COMPLETED(event_filter=self._draws), self)
+
+    def _draws(self, engine: Engine, iteration: int) -> bool:
+        """The first batch of every ``interval``-th epoch (an evaluator restarts its count at every validation)."""
+        return (iteration - 1) % engine.state.epoch_length == 0 and engine.state.epoch % self.interval == 0
 
     def __call__(self, engine: Engine) -> None:
         epoch = engine.state.epoch
-        if epoch == self._drawn_epoch or epoch % self.interval:
-            return
-        self._drawn_epoch = epoch
         output = engine.state.output
         samples = output if isinstance(output, list) else decollate_batch(output)
         grid = triplet_grid(samples, self.max_rows)
