@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "gan_denoise"
 
 
@@ -32,6 +34,11 @@ def last_checkpoint(run: Path) -> Path:
     if not found:
         raise SystemExit(f"{run}: no checkpoint_epoch=*.pt (did the training run?)")
     return max(found, key=lambda p: int(p.stem.split("=")[1]))
+
+
+def trained_iterations(run: Path) -> int:
+    """How many iterations the last checkpoint of a training run had trained (its trainer state)."""
+    return int(torch.load(last_checkpoint(run), map_location="cpu", weights_only=True)["trainer"]["iteration"])
 
 
 def model_rows(summary: Path) -> dict[float, tuple[float, float]]:

@@ -101,3 +101,22 @@ def test_inference_writes_same_format_and_size(trained):
     assert np.asarray(Image.open(dst / "photo.png")).shape == (70, 90, 3)
     assert np.asarray(Image.open(dst / "grey.png")).shape == (40, 30)
     assert {p.name: p.read_bytes() for p in src.iterdir()} == before  # inputs untouched
+
+
+def test_noise_level_map_overlay_trains_told_and_evaluates_blind(tmp_path):
+    """configs/noise_level_map.yaml: training gives the true sigma as a 4th channel (the discriminator's condition
+    too); validation and evaluation give the colour channels only and the network estimates the sigma."""
+    env = {**os.environ, "MEDICAL_DENOISE_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "2"}
+    out, eval_dir = tmp_path / "train", tmp_path / "eval"
+    configs = ["configs/train.yaml", "configs/noise_level_map.yaml"]
+    as_option = lambda files: "[" + ",".join(f"'{f}'" for f in files) + "]"  # noqa: E731
+    bundle("run", "training", "--config_file", as_option(configs), *TINY, "--output_dir", str(out),
+           "--num_epochs", "1", "--val_interval", "1", env=env)  # fmt: skip
+    state = torch.load(out / "checkpoints" / "model.pt", weights_only=True)
+    first_conv = next(v for k, v in state.items() if k.endswith("weight") and v.dim() == 4)
+    assert first_conv.shape[1] == 4  # colour channels + the level map
+    bundle("run", "evaluating", "--config_file", as_option([*configs, "configs/evaluate.yaml"]), *TINY,
+           "--output_dir", str(out), "--eval_dir", str(eval_dir), "--baselines", "[]", "--eval_sigmas", "[25]",
+           env=env)  # fmt: skip
+    rows = [r for r in csv.DictReader(open(eval_dir / "per_image.csv")) if r["method"] == "gan"]
+    assert rows and all(np.isfinite(float(r["psnr"])) for r in rows)

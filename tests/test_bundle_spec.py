@@ -224,7 +224,10 @@ def test_training_sampler_defaults_to_a_shuffled_epoch_and_shards_it_on_several_
         training_sampler(items, [1.0, 2.0], 4)
 
 
-@pytest.mark.parametrize("order", [["sr.yaml", "clinical.yaml"], ["clinical.yaml", "deblur.yaml"]])
+@pytest.mark.parametrize(
+    "order",
+    [["sr.yaml", "clinical.yaml"], ["clinical.yaml", "deblur.yaml"], ["noise_level_map.yaml", "clinical.yaml"]],
+)
 def test_clinical_refuses_an_overlay_whose_degradations_it_would_ignore(order, tmp_path):
     """(clinical.yaml then sr.yaml is refused by MONAI's parser already: sr.yaml merges into a network_def that
     clinical.yaml made a reference.)"""
@@ -235,7 +238,7 @@ def test_clinical_refuses_an_overlay_whose_degradations_it_would_ignore(order, t
     with pytest.raises(Exception) as err:
         parser.get_parsed_content(f"initialize#{check}")
     assert isinstance(root_error(err.value), UsageError)
-    assert "cannot be merged with sr.yaml or deblur.yaml" in str(root_error(err.value))
+    assert "cannot be merged with sr.yaml, deblur.yaml or noise_level_map.yaml" in str(root_error(err.value))
     parser = _merged(["clinical.yaml"], tmp_path)
     assert parser.get_parsed_content(f"initialize#{check}") is None  # clinical alone passes
 

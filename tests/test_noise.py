@@ -16,6 +16,7 @@ from scipy import stats
 from medical_denoise.noise import (
     NOISE_MODELS,
     AddNoised,
+    AppendNoiseLevelMapd,
     GaussianNoise,
     PoissonGaussianNoise,
     RicianNoise,
@@ -184,6 +185,21 @@ def test_successive_calls_differ_and_compose_determinism():
     np.testing.assert_array_equal(run(), run())
     c1, c2 = Compose([AddNoised()]).set_random_state(9), Compose([AddNoised()]).set_random_state(9)
     np.testing.assert_array_equal(c1(_sample())["image"], c2(_sample())["image"])
+
+
+def test_level_map_holds_the_drawn_gaussian_std_in_the_image_range():
+    """noise_level_map.yaml's training input: AddNoised's 0-255 sigma, scaled to [0, 1], as a 4th channel."""
+    t = Compose([
+        AddNoised(level=(10.0, 40.0), seed_key="filename"),
+        AppendNoiseLevelMapd("image", level_key="noise_level", scale=1.0 / 255.0),
+    ])  # fmt: skip
+    out = t(_sample(shape=(3, 128, 128)))
+    image, std = torch.as_tensor(out["image"]), out["noise_level"] / 255.0
+    assert image.shape == (4, 128, 128) and 10.0 <= out["noise_level"] <= 40.0
+    assert torch.allclose(image[3], torch.full((128, 128), std))
+    assert float((image[:3] - 0.5).std()) == pytest.approx(std, rel=0.05)  # the map is the noise really added
+    with pytest.raises(KeyError, match="noise_level"):
+        AppendNoiseLevelMapd("image", level_key="noise_level")(_sample())
 
 
 def test_seed_key_noise_is_independent_of_order_and_instance():

@@ -396,7 +396,8 @@ def check_clinical_overlay(scale: int, degradations: Sequence[Any]) -> None:
     """Refuse configs that merge clinical.yaml with an overlay whose degradations its training chain would ignore.
 
     clinical.yaml builds its own chain (noise bank, slab, physical-unit noise, level map) and trains a same-size
-    2.5D denoiser; sr.yaml and deblur.yaml replace ``train#degradations`` and ``scale``, which that chain never reads.
+    2.5D denoiser (with its own level map); sr.yaml, deblur.yaml and noise_level_map.yaml change
+    ``train#degradations`` or ``scale``, which that chain never reads.
 
     Args:
         scale: the merged config's ``scale``.
@@ -410,6 +411,7 @@ def check_clinical_overlay(scale: int, degradations: Sequence[Any]) -> None:
 
     if int(scale) != 1 or not all(isinstance(t, AddNoised) for t in degradations):
         raise UsageError(
-            "configs/clinical.yaml trains the 2.5D CT/MR denoiser with its own noise chain and cannot be merged with "
-            "sr.yaml or deblur.yaml (their degradations would be ignored): train those on their own."
+            "configs/clinical.yaml trains the 2.5D CT/MR denoiser with its own noise chain (and noise-level map) and "
+            "cannot be merged with sr.yaml, deblur.yaml or noise_level_map.yaml (their degradations would be "
+            "ignored): train those on their own."
         )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .clinical import AddClinicalNoised, AppendNoiseLevelMapd, CTNoiseBankd
+from .clinical import AddClinicalNoised, CTNoiseBankd
 from .ct_lowdose import LowDoseCTNoise
 from .degradations import downsample, gaussian_blur, jpeg_compress
 from .estimate import estimate_noise_level, wavelet_noise_std
@@ -16,7 +16,15 @@ from .models import (
     make_noise_model,
     rician_mean,
 )
-from .transforms import AddNoised, Downsampled, GaussianBlurd, JpegCompressd, SeededDegradationd, stable_seed
+from .transforms import (
+    AddNoised,
+    AppendNoiseLevelMapd,
+    Downsampled,
+    GaussianBlurd,
+    JpegCompressd,
+    SeededDegradationd,
+    stable_seed,
+)
 
 __all__ = [
     "NoiseModel",

@@ -28,7 +28,7 @@ from medical_denoise.atomic import atomic_write
 from medical_denoise.noise.ct_lowdose import LowDoseCTNoise
 from medical_denoise.noise.transforms import stable_seed
 
-__all__ = ["AddClinicalNoised", "AppendNoiseLevelMapd", "CTNoiseBankd"]
+__all__ = ["AddClinicalNoised", "CTNoiseBankd"]
 
 
 def _pair(value: float | Sequence[float], name: str) -> tuple[float, float]:
@@ -236,31 +236,3 @@ class AddClinicalNoised(Randomizable, MapTransform):
         n1, n2 = (_per_slice_normal(rng, slab.shape, indices) * fraction for _ in range(2))
         magnitude = np.sqrt((slab + low + n1) ** 2 + n2**2)
         return (magnitude - low).astype(np.float32), {"kind": "rician", "level": fraction, "std": fraction}
-
-
-class AppendNoiseLevelMapd(MapTransform):
-    """Appends a constant channel holding the noise std ``d[level_key]`` (network range) to a degraded image.
-
-    The input of a generator built with ``noise_level_input=True`` (:class:`~medical_denoise.networks.DenoiseUNet`):
-    trained with the true level, it removes as much noise as it is told; at inference the network estimates the level
-    itself when the channel is missing.
-
-    Args:
-        keys: image keys (channel first).
-        level_key: where :class:`AddClinicalNoised` put the std.
-        allow_missing_keys: don't fail on missing keys.
-    """
-
-    def __init__(self, keys: KeysCollection, level_key: str = "noise_std", allow_missing_keys: bool = False) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.level_key = level_key
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        if self.level_key not in d:
-            raise KeyError(f"AppendNoiseLevelMapd: no {self.level_key!r} in the data (AddClinicalNoised sets it).")
-        level = float(d[self.level_key])
-        for key in self.key_iterator(d):
-            image = torch.as_tensor(d[key])
-            d[key] = torch.cat([image, torch.full_like(image[:1], level)], dim=0)
-        return d

@@ -29,7 +29,15 @@ from monai.utils import TransformBackends
 from .degradations import downsample, gaussian_blur, jpeg_compress
 from .models import NoiseModel, make_noise_model
 
-__all__ = ["SeededDegradationd", "AddNoised", "GaussianBlurd", "Downsampled", "JpegCompressd", "stable_seed"]
+__all__ = [
+    "SeededDegradationd",
+    "AddNoised",
+    "GaussianBlurd",
+    "Downsampled",
+    "JpegCompressd",
+    "AppendNoiseLevelMapd",
+    "stable_seed",
+]
 
 _MAX_ENTROPY = np.iinfo(np.int64).max
 
@@ -354,3 +362,38 @@ class JpegCompressd(SeededDegradationd):
 
     def degrade(self, img: NdarrayOrTensor, params: dict[str, Any], rng: np.random.Generator) -> NdarrayOrTensor:
         return jpeg_compress(img, params["jpeg_quality"])
+
+
+class AppendNoiseLevelMapd(MapTransform):
+    """Appends a constant channel holding the noise std ``scale * d[level_key]`` to a degraded image.
+
+    The input of a generator built with ``noise_level_input=True`` (:class:`~medical_denoise.networks.DenoiseUNet`):
+    trained with the true level, it removes as much noise as it is told; at inference the network estimates the level
+    itself when the channel is missing.
+
+    Args:
+        keys: image keys (channel first).
+        level_key: where the degradation recorded its level: ``noise_std`` for
+            :class:`~medical_denoise.noise.AddClinicalNoised` (already a std in the network range), ``noise_level``
+            for :class:`AddNoised` (0-255 scale).
+        scale: turns the recorded level into a std in the network range: ``1 / 255`` for :class:`AddNoised`'s
+            Gaussian levels.
+        allow_missing_keys: don't fail on missing keys.
+    """
+
+    def __init__(
+        self, keys: KeysCollection, level_key: str = "noise_std", scale: float = 1.0, allow_missing_keys: bool = False
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.level_key = level_key
+        self.scale = float(scale)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        if self.level_key not in d:
+            raise KeyError(f"AppendNoiseLevelMapd: no {self.level_key!r} in the data (the noise transform sets it).")
+        level = float(d[self.level_key]) * self.scale
+        for key in self.key_iterator(d):
+            image = torch.as_tensor(d[key])
+            d[key] = torch.cat([image, torch.full_like(image[:1], level)], dim=0)
+        return d
