@@ -20,6 +20,7 @@ from pydicom.uid import generate_uid
 
 from medical_denoise.data import CenterSliced, LoadClinicald, RandSliced, find_images, prepare_datalist
 from medical_denoise.io import CT_WINDOW, IntensityMapping
+from tests.utils import phantom_volume
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "gan_denoise"
 CLINICAL = "['configs/train.yaml','configs/clinical.yaml']"
@@ -42,17 +43,6 @@ def write_series(folder: Path, positions: list[float], names: list[str]) -> list
         ds.save_as(folder / name)
         slices.append(pixels)
     return slices
-
-
-def phantom_volume(path: Path, slices: int = 6, scale: float = 1000.0) -> np.ndarray:
-    """A 64x64xN Shepp-Logan phantom stack (int16) written as NIfTI."""
-    from skimage.data import shepp_logan_phantom
-    from skimage.transform import resize
-
-    plane = resize(shepp_logan_phantom(), (64, 64), anti_aliasing=True)
-    vol = np.stack([plane * scale * (1 + 0.1 * k) for k in range(slices)], axis=-1).round().astype(np.int16)
-    nib.save(nib.Nifti1Image(vol, np.diag([0.8, 0.8, 2.0, 1.0])), path)
-    return vol
 
 
 # ---------------------------------------------------------------------------------------------------- loader

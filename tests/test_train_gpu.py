@@ -1,4 +1,5 @@
-"""scripts/train_gpu.sh dry run on the CPU: a tiny budget, the schedule fitted to it, a checkpoint, an evaluation."""
+"""scripts/train_gpu.sh dry runs on the CPU (dermoscopy and --clinical): a tiny budget, the schedule fitted to it, a
+checkpoint, an evaluation."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from tests.utils import BUNDLE, TINY
+from tests.utils import BUNDLE, TINY, phantom_volume
 
 SCRIPT = BUNDLE.parents[1] / "scripts" / "train_gpu.sh"
 
@@ -35,6 +36,43 @@ def test_budgeted_run_fits_its_schedule_stops_in_time_and_evaluates(tmp_path):
     reports = list((out / "eval").glob("*"))
     assert reports, "no evaluation output"
     assert "fp16" not in log and "images per batch" not in log  # CPU: float32, the configured batch
+
+
+@pytest.mark.slow
+def test_clinical_budgeted_run_trains_the_2_5d_generator_and_evaluates_in_physical_units(tmp_path):
+    """--clinical stacks clinical.yaml and clinical_gpu.yaml on gpu.yaml: the clinical chain, not gpu.yaml's device
+    cache, feeds the budgeted run, and the evaluation is the clinical one."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(5):  # five patients: every split gets one
+        phantom_volume(data / f"phantom{i}.nii.gz", slices=4, scale=500.0 * (i + 1))
+    out = tmp_path / "gpu"
+    env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
+    tiny = [
+        "--clinical_network_def#channels", "[8,16]", "--clinical_network_def#strides", "[2]",
+        "--clinical_network_def#num_res_units", "0", "--discriminator_def#channels", "8",
+        "--discriminator_def#num_layers_d", "2", "--samples_per_image", "2", "--num_workers", "0",
+        "--patch_size", "[32,32]", "--noise_cache_dir", str(tmp_path / "bank"), "--eval_max_slices", "2",
+    ]  # fmt: skip
+    cmd = ["bash", str(SCRIPT), "0.25", "--clinical", *tiny, "--dataset_dir", str(data), "--output_dir", str(out)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-4000:]
+    assert re.search(r"time budget: \d+ epochs fit in 0\.2 min", log)
+    state = torch.load(out / "checkpoints" / "model.pt", weights_only=True)
+    first = next(v for k, v in state.items() if k.endswith("weight") and v.ndim == 4)
+    assert first.shape[1] == 4  # the slice, its two neighbours and the noise-level map
+    assert (out / "eval" / "per_slice.csv").is_file()  # the clinical evaluation, not the photographs'
+
+
+def test_probe_input_has_the_generators_channels_and_its_noise_level_map():
+    from medical_denoise.engine.budget import input_channels
+    from medical_denoise.networks.generator import DenoiseUNet
+
+    assert input_channels(DenoiseUNet(in_channels=3, channels=(8, 16), strides=(2,))) == 3
+    clinical = DenoiseUNet(in_channels=3, out_channels=1, channels=(8, 16), strides=(2,), noise_level_input=True)
+    assert input_channels(clinical) == 4
+    clinical(torch.rand(1, input_channels(clinical), 16, 16))  # what the batch probe feeds runs
 
 
 def test_time_budget_fits_the_schedule_after_calibration_and_stops_before_an_overrun(monkeypatch):

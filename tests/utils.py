@@ -30,6 +30,7 @@ __all__ = [
     "cli_overrides",
     "dicom_file",
     "make_series",
+    "phantom_volume",
     "run_bundle",
 ]
 
@@ -151,3 +152,21 @@ def make_series(
         ds.save_as(path, enforce_file_format=True)
         files.append(path)
     return files
+
+
+def phantom_volume(path: Path, slices: int = 6, scale: float = 1000.0) -> np.ndarray:
+    """A 64x64xN Shepp-Logan phantom stack (int16) written as NIfTI; each file is its own patient in a split.
+
+    Args:
+        path: the ``.nii.gz`` to write.
+        slices: slices along the last axis (slice k is the phantom times ``scale * (1 + 0.1 k)``).
+        scale: intensity of the phantom's brightest region.
+    """
+    import nibabel as nib
+    from skimage.data import shepp_logan_phantom
+    from skimage.transform import resize
+
+    plane = resize(shepp_logan_phantom(), (64, 64), anti_aliasing=True)
+    vol = np.stack([plane * scale * (1 + 0.1 * k) for k in range(slices)], axis=-1).round().astype(np.int16)
+    nib.save(nib.Nifti1Image(vol, np.diag([0.8, 0.8, 2.0, 1.0])), path)
+    return vol

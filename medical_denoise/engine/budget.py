@@ -80,9 +80,13 @@ class TimeBudget:
         logger.info("time budget: %d epochs fit in %.1f min", epochs, self.seconds / 60)
 
 
+def input_channels(network: torch.nn.Module) -> int:
+    """Channels a generator takes in training: its image channels plus a noise-level map if it has that input."""
+    return int(network.in_channels) + int(getattr(network, "noise_level_input", False))
+
+
 def fit_images_per_batch(
     network: torch.nn.Module,
-    in_channels: int,
     patch_size: Sequence[int],
     samples_per_image: int,
     default: int,
@@ -94,8 +98,8 @@ def fit_images_per_batch(
     cached images); ``default`` on a CPU.
 
     Args:
-        network: the generator, already on its device (only gradients are computed; weights are not changed).
-        in_channels: channels of its input.
+        network: the generator (with ``in_channels``, see :func:`input_channels`), already on its device (only
+            gradients are computed; weights are not changed).
         patch_size: training crop size.
         samples_per_image: crops per image (a batch holds images x crops).
         default: images per batch off CUDA, and the smallest tried.
@@ -111,7 +115,7 @@ def fit_images_per_batch(
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
         try:
-            x = torch.rand(images * samples_per_image, in_channels, *patch_size, device=device)
+            x = torch.rand(images * samples_per_image, input_channels(network), *patch_size, device=device)
             with torch.autocast("cuda", dtype=torch.bfloat16):
                 loss = network(x.contiguous(memory_format=torch.channels_last)).float().mean()
             loss.backward()
