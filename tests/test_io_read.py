@@ -210,6 +210,25 @@ def test_bad_inputs_raise_naming_the_file(tmp_path):
     assert "series" in str(pytest.raises(ValueError, read_image, tmp_path / "mixed").value)
 
 
+def test_one_format_table_names_reads_and_writes_every_format(tmp_path):
+    from medical_denoise.io import FORMATS, ImageFormat, guess_format, output_name, output_suffix
+
+    cases = {"a.nii.gz": "nifti", "A.NII": "nifti", "b.dcm": "dicom", "c.IMA": "dicom", "IM0001": "dicom",
+             "d.png": "png", "e.JPG": "jpeg", "f.jpeg": "jpeg", "g.tiff": "tiff"}  # fmt: skip
+    for name, fmt in cases.items():
+        got = guess_format(tmp_path / name)
+        assert got is ImageFormat(fmt) and got == fmt and f"{got}" == fmt, name
+    assert guess_format(tmp_path) is ImageFormat.DICOM  # a folder is a series
+    with pytest.raises(ValueError, match=r"notes\.txt.*unsupported"):
+        guess_format(tmp_path / "notes.txt")
+    assert set(FORMATS) == set(ImageFormat)  # every format has its suffixes and outputs
+    # outputs keep the input's name unless its format is written as another (lossy JPEG as PNG)
+    assert output_name("jpeg", "scan.v2.JPG") == "scan.v2.png" and output_suffix("jpeg", "x.jpg") == ".png"
+    assert output_name("nifti", "vol.nii") == "vol.nii" and output_suffix("nifti", "vol.nii") == ".nii"
+    assert output_name("dicom", "series.1") == "series.1" and output_suffix("dicom", "IM0001") == ".dcm"
+    assert output_suffix(ImageFormat.TIFF, "x.tiff") == ".tiff" and output_suffix("png", "x.png") == ".png"
+
+
 # -------------------------------------------------------------------------------------------- intensity
 
 

@@ -24,9 +24,9 @@ from monai.transforms import MapTransform, Randomizable
 from medical_denoise.data.records import ImageRecord
 from medical_denoise.data.transforms import EnsureChannelsd
 from medical_denoise.io import read_image
+from medical_denoise.io.formats import FORMATS, ImageFormat, file_suffix, format_of_suffix
 from medical_denoise.io.readers import (
     DICOM_NAMED_SUFFIXES,
-    NIFTI_SUFFIXES,
     is_dicom_file,
     is_ignored_name,
     read_dicom_header,
@@ -43,12 +43,14 @@ __all__ = [
 ]
 
 # suffixes that are certainly not DICOM: skip the magic-number check for them
-_NOT_DICOM = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".gif", ".csv", ".txt", ".md", ".json", ".gz", ".nii")
+_NOT_DICOM = (
+    *(suffix for fmt, spec in FORMATS.items() if fmt != ImageFormat.DICOM for suffix in spec.suffixes),
+    *(".bmp", ".gif", ".csv", ".txt", ".md", ".json", ".gz"),
+)
 
 
 def _nifti_suffix(name: str) -> str | None:
-    lower = name.lower()
-    return next((s for s in sorted(NIFTI_SUFFIXES, key=len, reverse=True) if lower.endswith(s)), None)
+    return file_suffix(name) if format_of_suffix(name) == ImageFormat.NIFTI else None
 
 
 def _is_dicom_candidate(path: Path) -> bool:
@@ -68,10 +70,10 @@ def clinical_format(path: str | Path) -> str | None:
     """
     path = Path(path)
     if path.is_dir():
-        return "dicom" if any(p.is_file() and _is_dicom_candidate(p) for p in path.iterdir()) else None
+        return ImageFormat.DICOM if any(p.is_file() and _is_dicom_candidate(p) for p in path.iterdir()) else None
     if _nifti_suffix(path.name):
-        return "nifti"
-    return "dicom" if path.is_file() and _is_dicom_candidate(path) else None
+        return ImageFormat.NIFTI
+    return ImageFormat.DICOM if path.is_file() and _is_dicom_candidate(path) else None
 
 
 def _dicom_header(path: Path) -> Any | None:

@@ -6,6 +6,7 @@ See ``docs/clinical_formats.md``.
 from __future__ import annotations
 
 from medical_denoise.io.fidelity import FidelityGuard
+from medical_denoise.io.formats import FORMATS, ImageFormat, output_name, output_suffix
 from medical_denoise.io.geometry import zoom_affine, zoom_dicom_dataset, zoomed_like
 from medical_denoise.io.image import LoadedImage
 from medical_denoise.io.inference import (
@@ -40,11 +41,13 @@ from medical_denoise.io.writers import default_output_name, write_like
 
 __all__ = [
     "CT_WINDOW",
+    "FORMATS",
     "MAX_MEMORY_GB",
     "MR_PERCENTILES",
     "PHOTO_MODALITIES",
     "FailedInputsError",
     "FidelityGuard",
+    "ImageFormat",
     "ImageKind",
     "InputItem",
     "IntensityMapping",
@@ -64,6 +67,8 @@ __all__ = [
     "image_kind",
     "looks_like_hu",
     "nifti_modality",
+    "output_name",
+    "output_suffix",
     "predict_array",
     "read_image",
     "slab_indices",

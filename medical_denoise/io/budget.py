@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medical_denoise.io.formats import ImageFormat
 from medical_denoise.io.readers import guess_format, read_dicom_header
 from medical_denoise.io.tiled import BASE_MEMORY_GB, bytes_per_pixel, estimate_memory
 
@@ -38,7 +39,7 @@ _PILLOW_MODES = {
 def _header(path: Path, fmt: str) -> tuple[int, int, int, int, str] | None:
     """(pixels, channels, bytes per sample, decoder bytes per pixel, description) of a PNG/JPEG/TIFF (``fmt``) from
     its header, with Pillow's decompression-bomb check off (the caller judges the size); None if unreadable."""
-    if fmt == "tiff":
+    if fmt == ImageFormat.TIFF:
         import tifffile
 
         try:
@@ -74,7 +75,7 @@ def _check_pixel_budget(path: Path, fmt: str, max_pixels: int | None, max_memory
         None (no budget: Pillow's own decompression-bomb limit applies, and its refusal is reported likewise).
     """
     if max_pixels is None and max_memory_gb is None:
-        if fmt != "tiff":
+        if fmt != ImageFormat.TIFF:
             _check_pillow_limit(path)
         return None
     header = _header(path, fmt)
@@ -159,8 +160,10 @@ def check_memory_budget(
     Raises:
         ValueError: over a budget, in one line naming the file and the fix.
     """
-    fmt = "dicom" if files or path.is_dir() else guess_format(path)  # decided once: it may read the DICOM magic
-    if fmt in ("dicom", "nifti"):
+    fmt = (
+        ImageFormat.DICOM if files or path.is_dir() else guess_format(path)
+    )  # decided once: it may read the DICOM magic
+    if fmt in (ImageFormat.DICOM, ImageFormat.NIFTI):
         if max_memory_gb is not None:
             _check_volume_budget(path, fmt, list(files), max_memory_gb)
         return None
@@ -173,7 +176,7 @@ def _volume_header(path: Path, fmt: str, files: list[Path]) -> tuple[tuple[int, 
     """(rows, columns, slices) and a description of a NIfTI volume or DICOM file/series (``fmt``) from headers only;
     None when a header cannot be read (the reader then reports the file)."""
     try:
-        if fmt == "nifti":
+        if fmt == ImageFormat.NIFTI:
             import nibabel as nib
 
             shape = tuple(int(n) for n in nib.load(path).shape)  # lazy: the header only

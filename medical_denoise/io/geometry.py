@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from medical_denoise.io.formats import ImageFormat
 from medical_denoise.io.image import LoadedImage
 
 __all__ = ["check_scale", "zoom_affine", "zoom_dicom_dataset", "zoomed_like"]
@@ -136,7 +137,7 @@ def zoomed_like(image: LoadedImage, scale: int, array: np.ndarray | None = None)
         raise ValueError(f"{image.source}: zoomed array has shape {array.shape}, expected {shape} (scale {scale})")
     meta = dict(image.meta)
     affine, header, datasets = image.affine, image.header, image.datasets
-    if image.format == "nifti":
+    if image.format == ImageFormat.NIFTI:
         n = image.affine.shape[0] - 1
         affine = zoom_affine(image.affine, [scale, scale] + [1] * (n - 2))
         shape = list(meta["nifti_shape"])
@@ -147,7 +148,7 @@ def zoomed_like(image: LoadedImage, scale: int, array: np.ndarray | None = None)
         zooms = list(header.get_zooms())
         zooms[0], zooms[1] = zooms[0] / scale, zooms[1] / scale
         header.set_zooms(zooms)
-    elif image.format == "dicom":
+    elif image.format == ImageFormat.DICOM:
         datasets = [zoom_dicom_dataset(ds, scale) for ds in image.datasets]
     if meta.get("alpha") is not None:
         meta["alpha"] = np.repeat(np.repeat(meta["alpha"], scale, axis=0), scale, axis=1)

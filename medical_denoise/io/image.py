@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from medical_denoise.io.formats import ImageFormat
 from medical_denoise.io.intensity import IntensityMapping
 
 __all__ = ["LoadedImage"]
@@ -27,7 +28,8 @@ class LoadedImage:
 
     Args:
         array: pixel data, see above.
-        format: "dicom", "nifti", "png", "jpeg" or "tiff".
+        format: the :class:`~.formats.ImageFormat` it was read from (equal to "dicom", "nifti", "png", "jpeg" or
+            "tiff").
         modality: DICOM Modality ("CT", "MR", ...), "photo" for PNG/JPEG/TIFF; NIfTI: "CT" when its header or
             values say so (:func:`~medical_denoise.io.readers.nifti_modality`), else "unknown"; or as given.
         source: the path handed to the reader (a file or a series folder).
@@ -41,7 +43,7 @@ class LoadedImage:
     """
 
     array: np.ndarray
-    format: str
+    format: ImageFormat
     modality: str
     source: Path
     intensity: IntensityMapping
@@ -65,4 +67,4 @@ class LoadedImage:
     @property
     def is_series(self) -> bool:
         """Whether the input was a DICOM series folder (written back as a folder)."""
-        return self.format == "dicom" and self.source.is_dir()
+        return self.format == ImageFormat.DICOM and self.source.is_dir()

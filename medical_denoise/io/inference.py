@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from medical_denoise.atomic import check_writable_dir
 from medical_denoise.io.budget import MAX_MEMORY_GB, check_memory_budget, pillow_limit
+from medical_denoise.io.formats import ImageFormat
 from medical_denoise.io.geometry import check_scale, zoomed_like
 from medical_denoise.io.image import LoadedImage
 from medical_denoise.io.intensity import IntensityMapping, default_intensity_mapping
@@ -191,7 +192,7 @@ def collect_inputs(input_path: str | Path, exclude: str | Path | None = None) ->
         except ValueError:
             skipped.append(entry.name)
             continue
-        (dicom if fmt == "dicom" else items).append(entry)
+        (dicom if fmt == ImageFormat.DICOM else items).append(entry)
     items = sorted([InputItem(f) for f in items] + _dicom_items(path, dicom), key=lambda item: item.inputs[0])
     for folder in folders:
         entries = [e for e in _entries(folder, exclude) if not e.is_dir()]
@@ -206,7 +207,7 @@ def collect_inputs(input_path: str | Path, exclude: str | Path | None = None) ->
 
 def _dicom_candidate(path: Path) -> bool:
     try:
-        return guess_format(path) == "dicom"
+        return guess_format(path) == ImageFormat.DICOM
     except ValueError:
         return False
 
@@ -470,7 +471,7 @@ def _output_path(item: InputItem, root: Path, output_dir: Path, whole: bool) -> 
         rel = Path(item.path.name)
     else:
         rel = item.path.relative_to(root) if item.path != root else Path()
-    if not item.files and guess_format(item.path) == "jpeg":
+    if not item.files and guess_format(item.path) == ImageFormat.JPEG:
         rel = rel.with_name(Path(rel.name).stem + ".png")
     return output_dir / rel
 

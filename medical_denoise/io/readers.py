@@ -14,15 +14,14 @@ from typing import Any
 
 import numpy as np
 
+from medical_denoise.io.formats import FORMATS, ImageFormat, file_suffix, format_of_suffix
 from medical_denoise.io.image import LoadedImage
 from medical_denoise.io.intensity import IntensityMapping, default_intensity_mapping, looks_like_hu
 
 __all__ = [
-    "BITMAP_SUFFIXES",
     "DICOM_NAMED_SUFFIXES",
     "DICOM_SUFFIXES",
     "NIFTI_SUFFIXES",
-    "TIFF_SUFFIXES",
     "dicom_frame_rescale",
     "guess_format",
     "is_dicom_file",
@@ -32,11 +31,9 @@ __all__ = [
     "read_image",
 ]
 
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
-BITMAP_SUFFIXES = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg"}
-TIFF_SUFFIXES = (".tif", ".tiff")
+NIFTI_SUFFIXES = FORMATS[ImageFormat.NIFTI].suffixes
 #: suffixes that name a file as DICOM.
-DICOM_NAMED_SUFFIXES = (".dcm", ".dicom", ".ima")
+DICOM_NAMED_SUFFIXES = FORMATS[ImageFormat.DICOM].suffixes
 #: suffixes read as DICOM even without the 128-byte preamble ("" = no suffix, common in PACS exports).
 DICOM_SUFFIXES = (*DICOM_NAMED_SUFFIXES, "")
 logger = logging.getLogger(__name__)
@@ -47,11 +44,6 @@ _CT_HEADER = re.compile(r"(?<![A-Za-z])(CT|HU)(?![A-Za-z])")
 _IGNORED_NAMES = {"DICOMDIR", "LICENSE", "LICENSE.TXT", "README", "README.TXT", "README.MD", "THUMBS.DB"}
 
 
-def _suffix(path: Path) -> str:
-    name = path.name.lower()
-    return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
-
-
 def is_ignored_name(path: Path) -> bool:
     """Whether ``path`` is hidden or a file that sits next to a series without being a slice (DICOMDIR, README...)."""
     return path.name.startswith(".") or path.name.upper() in _IGNORED_NAMES
@@ -59,7 +51,7 @@ def is_ignored_name(path: Path) -> bool:
 
 def _may_lack_preamble(path: Path) -> bool:
     """A file named as DICOM, or with no suffix, is read as DICOM without the preamble (common in older exports)."""
-    return _suffix(path) in DICOM_SUFFIXES
+    return file_suffix(path) in DICOM_SUFFIXES
 
 
 def read_dicom_header(path: Path, **kwargs: Any):
@@ -80,20 +72,18 @@ def is_dicom_file(path: Path) -> bool:
         return False
 
 
-def guess_format(path: str | Path) -> str:
-    """Format of ``path`` from its suffix (falling back on the DICOM magic), or ``ValueError``."""
+def guess_format(path: str | Path) -> ImageFormat:
+    """Format of ``path`` from its suffix (:data:`~.formats.FORMATS`; a folder is a DICOM series, a file with no
+    suffix DICOM, else the DICOM magic decides), or ``ValueError``."""
     path = Path(path)
     if path.is_dir():
-        return "dicom"
-    suffix = _suffix(path)
-    if suffix in NIFTI_SUFFIXES:
-        return "nifti"
-    if suffix in BITMAP_SUFFIXES:
-        return BITMAP_SUFFIXES[suffix]
-    if suffix in TIFF_SUFFIXES:
-        return "tiff"
+        return ImageFormat.DICOM
+    fmt = format_of_suffix(path)
+    if fmt is not None:
+        return fmt
+    suffix = file_suffix(path)
     if suffix in DICOM_SUFFIXES or is_dicom_file(path):
-        return "dicom"
+        return ImageFormat.DICOM
     raise ValueError(
         f"{path}: unsupported file type {suffix!r}; expected DICOM, NIfTI (.nii/.nii.gz), PNG, JPEG or TIFF."
     )
@@ -138,11 +128,11 @@ def read_image(
     fmt = guess_format(path)
     if files is not None and not path.is_dir():
         raise ValueError(f"{path}: files= selects the slices of a series folder; {path} is not a folder.")
-    if fmt == "dicom":
+    if fmt == ImageFormat.DICOM:
         image = _read_dicom(path, files)
-    elif fmt == "nifti":
+    elif fmt == ImageFormat.NIFTI:
         image = _read_nifti(path, volume_index)
-    elif fmt == "tiff":
+    elif fmt == ImageFormat.TIFF:
         image = _read_tiff(path, native)
     else:
         image = _read_bitmap(path, native)
@@ -183,7 +173,9 @@ def nifti_modality(header, array: np.ndarray) -> tuple[str, str]:
 
 
 def _default_mapping(image: LoadedImage) -> IntensityMapping:
-    photo = image.format in ("png", "jpeg", "tiff") or (image.format == "dicom" and image.channels == 3)
+    photo = image.format in (ImageFormat.PNG, ImageFormat.JPEG, ImageFormat.TIFF) or (
+        image.format == ImageFormat.DICOM and image.channels == 3
+    )
     return default_intensity_mapping(image.array, image.modality, bit_depth=image.bit_depth, photo=photo)
 
 
@@ -337,7 +329,7 @@ def _read_dicom(path: Path, files: Sequence[str | Path] | None = None) -> Loaded
     first = datasets[0]
     image = LoadedImage(
         array=array,
-        format="dicom",
+        format=ImageFormat.DICOM,
         modality=str(first.get("Modality", "OT") or "OT"),
         source=path,
         intensity=IntensityMapping(0.0, 1.0),
@@ -394,7 +386,7 @@ def _read_nifti(path: Path, volume_index: int | None) -> LoadedImage:
     logger.info("%s: NIfTI modality %s (%s)", path, modality, reason)
     image = LoadedImage(
         array=array,
-        format="nifti",
+        format=ImageFormat.NIFTI,
         modality=modality,
         source=path,
         intensity=IntensityMapping(0.0, 1.0),
@@ -424,18 +416,18 @@ def _read_bitmap(path: Path, native: bool = False) -> LoadedImage:
     return _bitmap_image(path, fmt, pixels, meta, native)
 
 
-def _decode_bitmap(path: Path) -> tuple[str, np.ndarray, dict]:
+def _decode_bitmap(path: Path) -> tuple[ImageFormat, np.ndarray, dict]:
     """(format, (H, W[, 3]) uint8/uint16 pixels, meta) of a PNG/JPEG; at most one Pillow copy besides the array."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
         with Image.open(path, formats=("PNG", "JPEG")) as im:
             im.load()
-            fmt = str(im.format).lower()
+            fmt = ImageFormat(str(im.format).lower())  # Pillow's PNG / JPEG
             ImageOps.exif_transpose(im, in_place=True)  # write back what a viewer shows; no copy when upright
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ValueError(f"{path}: not a readable PNG or JPEG image ({e}).") from e
-    if fmt == "png":
+    if fmt == ImageFormat.PNG:
         depth, colour_type = _png_ihdr(path)
         if depth == 16 and colour_type != 0:
             raise ValueError(f"{path}: 16-bit colour PNG is not supported (only 16-bit grayscale).")
@@ -475,7 +467,7 @@ def _asarray(im, band_bytes: int = 2**22) -> np.ndarray:
     return out
 
 
-def _bitmap_image(path: Path, fmt: str, pixels: np.ndarray, meta: dict, native: bool = False) -> LoadedImage:
+def _bitmap_image(path: Path, fmt: ImageFormat, pixels: np.ndarray, meta: dict, native: bool = False) -> LoadedImage:
     """(H, W[, 3]) or (pages, H, W[, 3]) unsigned pixels -> LoadedImage (``native``: a view of ``pixels``)."""
     meta["dtype"] = pixels.dtype.str
     colour = meta.pop("colour", pixels.ndim == 3 and pixels.shape[-1] == 3)
@@ -521,4 +513,4 @@ def _read_tiff(path: Path, native: bool = False) -> LoadedImage:
         raise ValueError(f"{path}: TIFF with axes {axes!r} is not supported (a 2D image or one stack of pages).")
     meta["colour"] = colour
     meta["axes"] = axes
-    return _bitmap_image(path, "tiff", pixels, meta, native)
+    return _bitmap_image(path, ImageFormat.TIFF, pixels, meta, native)

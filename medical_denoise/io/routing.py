@@ -25,6 +25,7 @@ from monai.utils import StrEnum
 from torch import nn
 
 from medical_denoise.io.fidelity import FidelityGuard
+from medical_denoise.io.formats import ImageFormat
 from medical_denoise.io.image import LoadedImage
 from medical_denoise.io.intensity import IntensityMapping
 from medical_denoise.noise.estimate import estimate_noise_level
@@ -72,7 +73,7 @@ def image_kind(image: LoadedImage) -> ImageKind:
         return ImageKind.GRAYSCALE
     if image.channels != 3:
         raise ValueError(f"{image.source}: image has {image.channels} channels; only grayscale and RGB are supported.")
-    if image.format != "dicom" or str(image.modality).upper() in PHOTO_MODALITIES:
+    if image.format != ImageFormat.DICOM or str(image.modality).upper() in PHOTO_MODALITIES:
         return ImageKind.PHOTO
     return ImageKind.COLOUR_MEDICAL
 

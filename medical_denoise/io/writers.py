@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from medical_denoise.atomic import atomic_paths
+from medical_denoise.io.formats import FORMATS, ImageFormat, output_name
 from medical_denoise.io.image import LoadedImage
 from medical_denoise.io.readers import dicom_frame_rescale
 
@@ -34,10 +35,7 @@ _LOSSY_SYNTAXES = {"1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.
 def default_output_name(image: LoadedImage) -> str:
     """File (or series folder) name used for ``image`` in an output folder: the input's name, with
     JPEG written as PNG."""
-    name = image.source.name
-    if image.format == "jpeg":
-        return Path(name).stem + ".png"
-    return name
+    return output_name(image.format, image.source)
 
 
 def write_like(
@@ -66,19 +64,14 @@ def write_like(
         raise ValueError(f"{image.source}: array shape {array.shape} differs from the input's {image.array.shape}.")
     if array.dtype.kind == "f" and not np.isfinite(array).all():  # integers are finite (and a check would copy)
         raise ValueError(f"{image.source}: output array has NaN or Inf values; nothing written.")
-    if image.format == "dicom":
+    if image.format == ImageFormat.DICOM:  # a file or a whole series folder
         targets, writers = _dicom_outputs(image, array, out_path, description)
-    elif image.format == "nifti":
-        _check_suffix(out_path, (".nii", ".nii.gz"), image)
-        targets, writers = [out_path], [lambda tmp: _write_nifti(image, array, tmp)]
-    elif image.format in ("png", "jpeg"):
-        _check_suffix(out_path, (".png",), image)
-        targets, writers = [out_path], [lambda tmp: _write_png(image, array, tmp)]
-    elif image.format == "tiff":
-        _check_suffix(out_path, (".tif", ".tiff"), image)
-        targets, writers = [out_path], [lambda tmp: _write_tiff(image, array, tmp)]
+    elif image.format in _FILE_WRITERS:
+        _check_suffix(out_path, FORMATS[ImageFormat(image.format)].outputs, image)
+        write = _FILE_WRITERS[image.format]
+        targets, writers = [out_path], [lambda tmp: write(image, array, tmp)]
     else:
-        raise ValueError(f"{image.source}: cannot write format {image.format!r}.")
+        raise ValueError(f"{image.source}: cannot write format {str(image.format)!r}.")
     _check_targets(image, targets, overwrite)
     return _atomic_write(targets, writers)
 
@@ -363,3 +356,12 @@ def _write_tiff(image: LoadedImage, array: np.ndarray, path: Path) -> None:
         options = {"resolution": image.meta["resolution"], "resolutionunit": image.meta.get("resolutionunit")}
     photometric = "rgb" if image.channels == 3 else "minisblack"
     tifffile.imwrite(path, pixels, photometric=photometric, **options)
+
+
+# one-file formats: the writer of each (DICOM writes a file or a series: _dicom_outputs)
+_FILE_WRITERS: dict[str, Callable[[LoadedImage, np.ndarray, Path], None]] = {
+    ImageFormat.NIFTI: _write_nifti,
+    ImageFormat.PNG: _write_png,
+    ImageFormat.JPEG: _write_png,
+    ImageFormat.TIFF: _write_tiff,
+}

@@ -28,11 +28,13 @@ from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.basic_infer import BasicInferTask
 
 from medical_denoise.io import (
+    ImageFormat,
     LoadedImage,
     ModelRouter,
     Route,
     default_intensity_mapping,
     denoise_image,
+    output_suffix,
     read_image,
     write_like,
 )
@@ -40,8 +42,6 @@ from medical_denoise.label.bundle import BundleRouter, ReloadingPredictor
 
 __all__ = ["DenoiseInferTask", "ReadImaged", "RouteImaged"]
 
-# what each input format is written back as (JPEG is lossy: lossless PNG instead, as the bundle's inference does)
-_SUFFIX = {"png": ".png", "jpeg": ".png", "tiff": ".tif", "dicom": ".dcm"}
 _LOADED, _ROUTE = "loaded_image", "route"
 
 
@@ -164,7 +164,7 @@ class DenoiseInferTask(BasicInferTask):
         """Writes the denoised image to a temporary file (MONAI Label sends it and then deletes it)."""
         image: LoadedImage = data[_LOADED]
         route: Route = data[_ROUTE]
-        suffix = _nifti_suffix(image.source) if image.format == "nifti" else _SUFFIX[image.format]
+        suffix = output_suffix(image.format, image.source)  # JPEG is lossy: lossless PNG, as inference writes
         fd, name = tempfile.mkstemp(suffix=suffix, prefix="denoised_")
         os.close(fd)
         description = route.spec.description or self.models.description  # as the bundle's inference writes it
@@ -174,7 +174,7 @@ class DenoiseInferTask(BasicInferTask):
             Path(name).unlink(missing_ok=True)
             raise
         result = {
-            "format": image.format,
+            "format": str(image.format),
             "shape": list(np.shape(image.array)),
             "model": route.name,
             "weights": None if route.spec.checkpoint is None else str(route.spec.checkpoint),
@@ -188,7 +188,7 @@ def _ybr_to_rgb(image: LoadedImage) -> None:
     Converts ``image.array`` to RGB in place under pydicom 2, so the model sees (and the writer, which writes
     RGB, stores) the same pixels as with pydicom 3.
     """
-    if image.format != "dicom" or image.channels != 3 or hasattr(pydicom.Dataset, "set_pixel_data"):
+    if image.format != ImageFormat.DICOM or image.channels != 3 or hasattr(pydicom.Dataset, "set_pixel_data"):
         return
     if not str(image.datasets[0].get("PhotometricInterpretation", "")).startswith("YBR"):
         return
@@ -204,7 +204,3 @@ def _ybr_to_rgb(image: LoadedImage) -> None:
         rgb = rgb.transpose(1, 2, 0, 3)
     image.array = np.ascontiguousarray(np.moveaxis(rgb, -1, 0))
     image.intensity = default_intensity_mapping(image.array, image.modality, bit_depth=8, photo=True)
-
-
-def _nifti_suffix(source: Path) -> str:
-    return ".nii" if source.name.lower().endswith(".nii") else ".nii.gz"
