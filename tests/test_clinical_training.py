@@ -182,6 +182,32 @@ def test_truncated_dicom_is_reported_by_name(tmp_path):
     assert listed == {"vol0", "vol1", "vol2", "vol3"}
 
 
+def test_clean_targets_denoise_ct_volumes_at_their_own_level_pass_mr_and_cache(tmp_path, monkeypatch):
+    from skimage.data import shepp_logan_phantom
+    from skimage.transform import resize
+
+    from medical_denoise.data import CleanTargetsd
+
+    clean = np.stack([resize(shepp_logan_phantom(), (96, 96)) * (1 + 0.1 * k) for k in range(3)], -1)[None]
+    noisy = (clean + np.random.default_rng(0).normal(0, 0.03, clean.shape)).astype(np.float32)
+    data = {"image": torch.as_tensor(noisy), "image_intensity": {"modality": "CT"}, "id": "ct"}
+    t = CleanTargetsd("image", cache_dir=tmp_path)
+    out = t(data)["image"]
+    assert isinstance(out, torch.Tensor) and out.shape == noisy.shape
+    rmse = lambda x: float(np.sqrt(np.mean((np.asarray(x) - clean) ** 2)))  # noqa: E731
+    assert rmse(out) < 0.6 * rmse(noisy)  # the scan's own noise mostly gone
+    # cached: a second run reads the file instead of filtering again
+    assert len(list(tmp_path.glob("clean_target_*.npy"))) == 1
+    monkeypatch.setattr(CleanTargetsd, "_slice", lambda self, plane: pytest.fail("filtered again"))
+    np.testing.assert_array_equal(np.asarray(t(data)["image"]), np.asarray(out))
+    mr = {**data, "image_intensity": {"modality": "MR"}}
+    assert t(mr)["image"] is mr["image"]  # other modalities pass untouched
+    with pytest.raises(ValueError, match=r"ct: expected a \(1, H, W"):
+        t({**data, "image": noisy[0]})
+    with pytest.raises(ValueError, match="strength"):
+        CleanTargetsd("image", strength=0)
+
+
 # --------------------------------------------------------------------------------------------------- bundle
 
 

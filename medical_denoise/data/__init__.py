@@ -14,9 +14,11 @@ from .layouts import find_images
 from .records import ImageRecord
 from .sampling import balanced_weights, training_sampler
 from .splits import datalist_root, prepare_datalist, split_grouped
+from .targets import CleanTargetsd
 from .transforms import CheckMinSized, EnsureChannelsd
 
 __all__ = [
+    "CleanTargetsd",
     "CenterSliced",
     "CheckMinSized",
     "ClinicalSlabd",
