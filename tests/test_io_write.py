@@ -162,6 +162,17 @@ def test_png_8_16_bit_and_jpeg_as_png(tmp_path):
         write_like(read_image(tmp_path / "photo.jpg"), image.array, tmp_path / "out" / "x.jpg", description="t")
 
 
+def test_camera_multi_picture_jpeg_is_read_and_written_as_a_jpeg(tmp_path):
+    """Pillow reports a multi-picture JPEG (MPO, common from cameras) as its own format; it is still a JPEG."""
+    rgb = np.random.default_rng(1).integers(0, 256, (12, 10, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "cam.jpg", format="MPO", save_all=True, append_images=[Image.fromarray(rgb)])
+    assert Image.open(tmp_path / "cam.jpg").format == "MPO"
+    image = read_image(tmp_path / "cam.jpg")
+    assert image.format == "jpeg" and default_output_name(image) == "cam.png"
+    out = write_like(image, image.array, tmp_path / default_output_name(image), description="t")
+    np.testing.assert_array_equal(read_image(out[0]).array, image.array)
+
+
 def test_refusals(tmp_path):
     Image.fromarray(np.zeros((4, 5), np.uint8)).save(tmp_path / "a.png")
     image = read_image(tmp_path / "a.png")

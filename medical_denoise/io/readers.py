@@ -423,7 +423,8 @@ def _decode_bitmap(path: Path) -> tuple[ImageFormat, np.ndarray, dict]:
     try:
         with Image.open(path, formats=("PNG", "JPEG")) as im:
             im.load()
-            fmt = ImageFormat(str(im.format).lower())  # Pillow's PNG / JPEG
+            # only the two plugins may open it; the JPEG one reports camera multi-picture JPEGs as "MPO"
+            fmt = ImageFormat.PNG if im.format == "PNG" else ImageFormat.JPEG
             ImageOps.exif_transpose(im, in_place=True)  # write back what a viewer shows; no copy when upright
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ValueError(f"{path}: not a readable PNG or JPEG image ({e}).") from e
