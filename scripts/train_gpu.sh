@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# One-shot training of the dermoscopy GAN (or, with --clinical, the clinical CT/MR model) to a wall-clock budget, then evaluation of its best weights on the held-out
-# split (configs/gpu.yaml: bf16, channels_last, images cached on the GPU, the largest batch that fits, the schedule
-# fitted to the budget, a checkpoint at every epoch end). Runs on a CPU too, in float32 (tests/test_train_gpu.py).
+# One-shot training of the dermoscopy GAN (or, with --clinical, the clinical CT/MR model) to a wall-clock budget,
+# then evaluation of its best weights on the held-out split (configs/gpu.yaml: bf16, channels_last, images cached on
+# the GPU, the largest batch that fits, the schedule fitted to the budget, a checkpoint at every epoch end). Runs on
+# a CPU too, in float32 (tests/test_train_gpu.py).
 #   scripts/train_gpu.sh MINUTES [--clinical] [bundle options]
 #   scripts/train_gpu.sh 10 --dataset_dir /data/isic_train --output_dir runs/gpu_isic
 #   scripts/train_gpu.sh 10 --clinical --datalist_file ../../docs/clinical_datalist.json --output_dir runs/gpu_ct

@@ -73,11 +73,13 @@ class CleanTargetsd(MapTransform):
         return d
 
     def _cached(self, image: np.ndarray) -> np.ndarray:
-        settings = json.dumps({"method": "nl_means", "strength": self.strength, "shape": image.shape})
-        digest = hashlib.sha256(settings.encode() + image.tobytes()).hexdigest()[:20]
-        path = None if self.cache_dir is None else self.cache_dir / f"clean_target_{digest}.npy"
-        if path is not None and path.is_file():
-            return np.load(path)
+        path = None
+        if self.cache_dir is not None:  # the volume is hashed only to name its cache file
+            settings = json.dumps({"method": "nl_means", "strength": self.strength, "shape": image.shape})
+            digest = hashlib.sha256(settings.encode() + image.tobytes()).hexdigest()[:20]
+            path = self.cache_dir / f"clean_target_{digest}.npy"
+            if path.is_file():
+                return np.load(path)
         volume = image[0] if image.ndim == 4 else image[0][..., None]
         out = np.stack([self._slice(volume[..., z]) for z in range(volume.shape[-1])], axis=-1)[None]
         out = out if image.ndim == 4 else out[..., 0]

@@ -160,9 +160,8 @@ def check_memory_budget(
     Raises:
         ValueError: over a budget, in one line naming the file and the fix.
     """
-    fmt = (
-        ImageFormat.DICOM if files or path.is_dir() else guess_format(path)
-    )  # decided once: it may read the DICOM magic
+    # decided once: it may read the DICOM magic
+    fmt = ImageFormat.DICOM if files or path.is_dir() else guess_format(path)
     if fmt in (ImageFormat.DICOM, ImageFormat.NIFTI):
         if max_memory_gb is not None:
             _check_volume_budget(path, fmt, list(files), max_memory_gb)

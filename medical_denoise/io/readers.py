@@ -21,7 +21,6 @@ from medical_denoise.io.intensity import IntensityMapping, default_intensity_map
 __all__ = [
     "DICOM_NAMED_SUFFIXES",
     "DICOM_SUFFIXES",
-    "NIFTI_SUFFIXES",
     "dicom_frame_rescale",
     "guess_format",
     "is_dicom_file",
@@ -31,7 +30,6 @@ __all__ = [
     "read_image",
 ]
 
-NIFTI_SUFFIXES = FORMATS[ImageFormat.NIFTI].suffixes
 #: suffixes that name a file as DICOM.
 DICOM_NAMED_SUFFIXES = FORMATS[ImageFormat.DICOM].suffixes
 #: suffixes read as DICOM even without the 128-byte preamble ("" = no suffix, common in PACS exports).
