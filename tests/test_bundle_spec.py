@@ -42,6 +42,7 @@ NETWORKS = {
     "model.pt": ("network_data_format", "network_def", ["configs/train.yaml"], 1),
     "sr_x2.pt": ("sr_x2_data_format", "network_def", ["configs/train.yaml", "configs/sr.yaml"], 2),
     "clinical.pt": ("clinical_data_format", "clinical_network_def", ["configs/train.yaml"], 1),
+    "clinical_ct.pt": ("clinical_ct_data_format", "clinical_ct_network_def", ["configs/train.yaml"], 1),
 }
 SEMVER = re.compile(r"^\d+\.\d+\.\d+$")
 

@@ -363,6 +363,24 @@ def test_bundle_evaluating_runs_the_clinical_evaluation_in_process(dataset, tmp_
     assert "tiny.pt" in (tmp_path / "eval" / "summary.md").read_text()
 
 
+def test_ct_checkpoint_scores_the_ct_series_and_is_named_in_the_report(dataset, tmp_path):
+    identity = _tiny_checkpoint(tmp_path / "identity.pt")  # all-zero residual: returns its noisy centre slice
+    state = torch.load(identity, weights_only=True)
+    torch.save({k: torch.zeros_like(v) for k, v in state.items()}, identity)
+    overrides = {**TINY_CLINICAL, "datalist_file": str(dataset / "datalist.json"), "eval_dir": str(tmp_path / "eval"),
+                 "checkpoint": str(_tiny_checkpoint(tmp_path / "tiny.pt")), "ct_checkpoint": str(identity),
+                 "eval_max_slices": 2, "eval_ct_sigma_hu": [25], "eval_ct_lowdose_i0": [], "eval_mr_sigma": [0.05],
+                 "num_workers": 0, "device": "$torch.device('cpu')"}  # fmt: skip
+    _parser(CONFIGS, overrides).get_parsed_content("evaluating")
+    rows = read_csv(tmp_path / "eval" / "per_slice.csv")
+    psnr = {(r["series"], r["slice"], r["method"]): float(r["psnr"]) for r in rows}
+    for series, z, method in psnr:
+        if method == "model":  # CT: the identity's output is the noisy slice; MR: the random tiny network's is not
+            same = psnr[series, z, "model"] == pytest.approx(psnr[series, z, "noisy"], abs=1e-6)
+            assert same == (series == "ct_phantom")
+    assert "(CT series: `" in (tmp_path / "eval" / "summary.md").read_text()
+
+
 @pytest.mark.slow
 def test_bundle_evaluating_command_line(dataset, tmp_path):
     ckpt = _tiny_checkpoint(tmp_path / "tiny.pt")

@@ -436,3 +436,47 @@ def test_out_of_range_values_are_clipped_and_reported(tmp_path, caplog):
         out = write_like(image, values, tmp_path / "o.dcm", description="x")
     assert (pydicom.dcmread(out[0]).pixel_array[:2, :3] == 32767).all()  # clipped, not wrapped
     assert any("CT_small.dcm: 6 of 16384 values fall outside" in r.getMessage() for r in caplog.records)
+
+
+def test_ct_goes_to_the_ct_model_and_everything_else_grey_to_the_shared_one(tmp_path):
+    calls = []
+
+    def recorder(name):
+        def run(x):
+            calls.append(name)
+            return centre(x)
+
+        return run
+
+    ct = ModelSpec(predictor=recorder("ct"), image_channels=1, context_slices=1)
+    router = clinical_router(recorder("shared"), clinical_ct=ct)
+    for name in ("CT_small.dcm", "MR_small.dcm"):
+        denoise_path(dicom_file(name), tmp_path / name, router, description="x", progress=False)
+    assert calls[0] == "ct" and set(calls[1:]) == {"shared"}
+    calls.clear()  # modality override: a CT-labelled MR slice is CT to the router
+    router = clinical_router(recorder("shared"), clinical_ct=ct, model="ct")
+    denoise_path(dicom_file("MR_small.dcm"), tmp_path / "forced", router, description="x", progress=False)
+    assert set(calls) == {"ct"}
+    calls.clear()  # a CT spec without weights or predictor is no CT model: CT goes to the shared one
+    unset = ModelSpec(network=torch.nn.Identity(), checkpoint=None, image_channels=1, context_slices=1)
+    router = clinical_router(recorder("shared"), clinical_ct=unset)
+    assert router.clinical_ct is None
+    denoise_path(dicom_file("CT_small.dcm"), tmp_path / "unset", router, description="x", progress=False)
+    assert set(calls) == {"shared"}
+
+
+def test_bundle_routes_ct_to_its_ct_weights_unless_given_other_clinical_weights(tmp_path):
+    router = bundle_parser().get_parsed_content("router")
+    assert Path(router.clinical_ct.checkpoint) == BUNDLE / "models" / "clinical_ct.pt"
+    assert router.clinical_ct.network is not router.clinical.network  # each holds its own weights
+    # a user's own clinical weights serve every grayscale input, CT included, unless CT weights are given too
+    own = bundle_parser(clinical_checkpoint=str(tmp_path / "own.pt")).get_parsed_content("router")
+    assert own.clinical_ct is None
+    both = bundle_parser(clinical_checkpoint=str(tmp_path / "own.pt"), clinical_ct_checkpoint=str(tmp_path / "ct.pt"))
+    router = both.get_parsed_content("router")
+    with pytest.raises(ValueError) as err:
+        denoise_path(dicom_file("CT_small.dcm"), tmp_path / "o", router, description="x", progress=False)
+    message = str(err.value)
+    assert "\n" not in message and "CT_small.dcm: grayscale CT image needs the clinical_ct model" in message
+    assert "ct.pt does not exist" in message and "--clinical_ct_checkpoint" in message
+    assert "configs/clinical_ct.yaml" in message

@@ -2,7 +2,9 @@
 
 Routing rule (``model="auto"``): RGB photographs (PNG/JPEG/TIFF in RGB, colour DICOM of a photographic
 modality, :data:`PHOTO_MODALITIES`) go to the dermoscopy model; grayscale images (CT, MR, CR/DX, grey
-ultrasound, grayscale PNG/TIFF/NIfTI) go to the clinical 2.5D model; colour DICOM of any other modality
+ultrasound, grayscale PNG/TIFF/NIfTI) go to the clinical 2.5D model, grayscale CT to the CT model when one is
+set (``clinical_ct``: the shared model mistakes CT fat for the Rician background of MR, see
+``docs/clinical_results.md``); colour DICOM of any other modality
 (colour Doppler ultrasound, colour-coded overlays) goes to the clinical model for its grey pixels only
 (R == G == B), its coloured pixels are returned byte-identical. ``model="dermoscopy"``/``"clinical"`` force one
 model, ``"ct"``/``"mr"`` the clinical model with that modality's intensity mapping.
@@ -31,6 +33,7 @@ from medical_denoise.io.intensity import IntensityMapping
 from medical_denoise.noise.estimate import estimate_noise_level
 
 __all__ = [
+    "CLINICAL_CT",
     "PHOTO_MODALITIES",
     "ImageKind",
     "ModelChoice",
@@ -47,6 +50,11 @@ logger = logging.getLogger(__name__)
 #: microscopy, and "OT"/none, the secondary captures of photos); colour images of other modalities are
 #: colour-coded medical images.
 PHOTO_MODALITIES = frozenset({"XC", "DMS", "OP", "ES", "GM", "SM", "OT", "", "PHOTO"})
+
+#: route name of the CT model (``ModelRouter(clinical_ct=...)``).
+CLINICAL_CT = "clinical_ct"
+# the config overlay that trains each grayscale model, named when its weights are missing
+_TRAINING_OVERLAY = {"clinical": "configs/clinical.yaml", CLINICAL_CT: "configs/clinical_ct.yaml"}
 
 
 class ModelChoice(StrEnum):
@@ -128,7 +136,7 @@ class Route:
     """The router's answer for one image.
 
     Args:
-        name: "dermoscopy", "clinical", or "model" (a single fixed model).
+        name: "dermoscopy", "clinical", "clinical_ct", or "model" (a single fixed model).
         spec: the chosen model.
         predictor: its built predictor.
         grey_pixels_only: a colour-coded image: only its R == G == B pixels go through ``predictor`` (as one
@@ -153,6 +161,8 @@ class ModelRouter:
     Args:
         dermoscopy: the RGB photograph model, or None (photographs are then refused).
         clinical: the grayscale 2.5D model, or None (grayscale and colour-coded inputs are then refused).
+        clinical_ct: a 2.5D model for grayscale CT (by the image's modality or the override) in place of
+            ``clinical``; None, or a spec with neither checkpoint nor predictor: CT goes to ``clinical``.
         model: a :class:`ModelChoice` value: ``auto`` (default), ``dermoscopy``, ``clinical``, ``ct``, ``mr``.
         modality: overrides the modality of every input (e.g. "CT" for a NIfTI in HU); ``ct``/``mr`` set it.
         scale: output/input size ratio asked for (2 or 4 with sr.yaml); a model of another scale is refused.
@@ -171,6 +181,7 @@ class ModelRouter:
         self,
         dermoscopy: ModelSpec | None = None,
         clinical: ModelSpec | None = None,
+        clinical_ct: ModelSpec | None = None,
         model: str = "auto",
         modality: str | None = None,
         scale: int = 1,
@@ -187,6 +198,8 @@ class ModelRouter:
         self.modality: str | None = forced or (str(modality) if modality else None)
         self.dermoscopy = dermoscopy
         self.clinical = clinical
+        unset = clinical_ct is not None and clinical_ct.checkpoint is None and clinical_ct.predictor is None
+        self.clinical_ct = None if unset else clinical_ct
         self.scale = int(scale)
         self.predictor_factory = predictor_factory
         self._fixed: ModelSpec | None = None
@@ -239,6 +252,8 @@ class ModelRouter:
                 f"{image.source}: {what}; the dermoscopy model takes RGB photographs: use --model auto (or clinical) "
                 f"for it{hint}."
             )
+        if kind is ImageKind.GRAYSCALE and self.clinical_ct is not None and str(image.modality).upper() == "CT":
+            return self._answer(image, CLINICAL_CT, self.clinical_ct, what)
         return self._answer(
             image, ModelChoice.CLINICAL.value, self.clinical, what, grey_pixels_only=kind is ImageKind.COLOUR_MEDICAL
         )
@@ -269,8 +284,9 @@ class ModelRouter:
             return self._built[id(spec)]
         if spec.checkpoint is None or not Path(spec.checkpoint).is_file():
             where = "none is set" if spec.checkpoint is None else f"{spec.checkpoint} does not exist"
-            train = " (train it with configs/clinical.yaml)" if name == ModelChoice.CLINICAL.value else ""
-            other = "; the photo model is not used instead" if name == ModelChoice.CLINICAL.value else ""
+            overlay = _TRAINING_OVERLAY.get(name)
+            train = f" (train it with {overlay})" if overlay else ""
+            other = "; the photo model is not used instead" if overlay else ""
             raise ValueError(
                 f"{image.source}: {what} needs the {name} model, but its weights are missing ({where}): pass "
                 f"--{spec.option} PATH{train}{other}."

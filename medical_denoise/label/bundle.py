@@ -39,7 +39,11 @@ DEFAULT_BUNDLE = bundle_path()
 # inference.yaml is merged on top of train.yaml, which holds the network and channel settings
 CONFIGS = ("configs/train.yaml", "configs/inference.yaml")
 # the serving app's option for each model's weights, named in the router's refusals ("pass --conf weights PATH")
-WEIGHTS_OPTIONS = {"dermoscopy": "conf weights", "clinical": "conf clinical_weights"}
+WEIGHTS_OPTIONS = {
+    "dermoscopy": "conf weights",
+    "clinical": "conf clinical_weights",
+    "clinical_ct": "conf clinical_ct_weights",
+}
 
 
 @dataclass
@@ -162,8 +166,9 @@ class BundleRouter:
     version: str
 
     def specs(self) -> dict[str, ModelSpec]:
-        """The models the router knows, by route name ("dermoscopy", "clinical")."""
-        pairs = (("dermoscopy", self.router.dermoscopy), ("clinical", self.router.clinical))
+        """The models the router knows, by route name ("dermoscopy", "clinical", "clinical_ct")."""
+        router = self.router
+        pairs = (("dermoscopy", router.dermoscopy), ("clinical", router.clinical), ("clinical_ct", router.clinical_ct))
         return {name: spec for name, spec in pairs if spec is not None}
 
     def weights(self) -> dict[str, str | None]:
@@ -215,6 +220,7 @@ def load_bundle_router(
     weights: str | Path | None = None,
     clinical_weights: str | Path | None = None,
     overrides: Mapping[str, Any] | None = None,
+    clinical_ct_weights: str | Path | None = None,
 ) -> BundleRouter:
     """Build the bundle's ``router`` from its configs, as ``monai.bundle run inference`` does.
 
@@ -230,6 +236,8 @@ def load_bundle_router(
             (``models/clinical.pt``).
         overrides: config ids to replace, as on the bundle command line, e.g. ``{"model": "ct"}`` or
             ``{"clinical_network_def#channels": [8, 16]}``.
+        clinical_ct_weights: grayscale CT weights; default the config's ``clinical_ct_checkpoint``
+            (``models/clinical_ct.pt`` with the shipped clinical weights, else ``clinical_weights`` serve CT too).
 
     Raises:
         FileNotFoundError: a config file or ``metadata.json`` is missing, a weights file given here does not
@@ -238,7 +246,11 @@ def load_bundle_router(
     """
     bundle_dir = Path(bundle_dir).resolve()
     settings = dict(overrides or {})
-    given = {"checkpoint": ("weights", weights), "clinical_checkpoint": ("clinical_weights", clinical_weights)}
+    given = {
+        "checkpoint": ("weights", weights),
+        "clinical_checkpoint": ("clinical_weights", clinical_weights),
+        "clinical_ct_checkpoint": ("clinical_ct_weights", clinical_ct_weights),
+    }
     for key, (option, path) in given.items():
         if path is None:
             continue

@@ -1,21 +1,23 @@
 """MONAI Label app: serves the ``gan_denoise`` bundle's models as one image-to-image model, routed per input.
 
     monailabel start_server --app medical_denoise/label --studies STUDIES_DIR \
-        [--conf weights PATH] [--conf clinical_weights PATH] [--conf model auto] [--conf modality CT] \
+        [--conf weights PATH] [--conf clinical_weights PATH] [--conf clinical_ct_weights PATH] \
+        [--conf model auto] [--conf modality CT] \
         [--conf bundle DIR] [--conf bundle_overrides JSON] [--conf model_name NAME] [--conf preload true]
 
 Each request's image gets its model from the bundle's ``router``, as the bundle's ``inference`` run id does: RGB
-photographs -> the dermoscopy model, grayscale CT/MR/CR/... -> the clinical 2.5D model (HTTP 400 with a one-line
-reason when no model fits or its weights are missing).
+photographs -> the dermoscopy model, grayscale MR/CR/... -> the clinical 2.5D model, grayscale CT -> its CT fine-tune
+(HTTP 400 with a one-line reason when no model fits or its weights are missing).
 
 Conf keys (all optional): ``bundle`` (default: the installed or repository ``bundles/gan_denoise``), ``weights``
 (dermoscopy weights, default ``<bundle>/models/model.pt``), ``clinical_weights`` (grayscale 2.5D weights, default
-``<bundle>/models/clinical.pt``), ``model`` (``auto``, ``dermoscopy``, ``clinical``, ``ct`` or ``mr``, the bundle's
-``model`` key), ``modality`` (overrides every input's modality, e.g. ``CT`` for a NIfTI in HU), ``bundle_overrides``
-(a JSON object of bundle config ids, as on the bundle command line, e.g. ``{"network_def#channels": [8, 16]}``
-for a checkpoint of another architecture), ``model_name`` (default ``gan_denoise``), ``preload`` (``true``: load
-weights at start). Training, active learning and scoring are disabled: train with the bundle
-(``python -m monai.bundle run training ...``). See ``docs/monai_label.md``.
+``<bundle>/models/clinical.pt``), ``clinical_ct_weights`` (grayscale CT weights, default
+``<bundle>/models/clinical_ct.pt``, or ``clinical_weights`` when those are given), ``model`` (``auto``,
+``dermoscopy``, ``clinical``, ``ct`` or ``mr``, the bundle's ``model`` key), ``modality`` (overrides every input's
+modality, e.g. ``CT`` for a NIfTI in HU), ``bundle_overrides`` (a JSON object of bundle config ids, as on the bundle
+command line, e.g. ``{"network_def#channels": [8, 16]}`` for a checkpoint of another architecture), ``model_name``
+(default ``gan_denoise``), ``preload`` (``true``: load weights at start). Training, active learning and scoring are
+disabled: train with the bundle (``python -m monai.bundle run training ...``). See ``docs/monai_label.md``.
 """
 
 from __future__ import annotations
@@ -61,7 +63,11 @@ class MyApp(MONAILabelApp):
         # fails here, before serving, when the bundle is missing, a given weights file is missing, or no model
         # has weights; a model whose default weights are missing only refuses its own inputs
         self.models = load_bundle_router(
-            conf.get("bundle", DEFAULT_BUNDLE), conf.get("weights"), conf.get("clinical_weights"), overrides
+            conf.get("bundle", DEFAULT_BUNDLE),
+            conf.get("weights"),
+            conf.get("clinical_weights"),
+            overrides,
+            clinical_ct_weights=conf.get("clinical_ct_weights"),
         )
         self.preload = bool(strtobool(conf.get("preload", "false")))
         available = self.models.available()
@@ -96,6 +102,7 @@ class MyApp(MONAILabelApp):
         weights = self.models.weights()
         info["weights"] = weights.get("dermoscopy")  # the photo model's, as before routing
         info["clinical_weights"] = weights.get("clinical")
+        info["clinical_ct_weights"] = weights.get("clinical_ct")
         info["routing"] = {
             "model": self.models.router.model.value,
             "modality": self.models.router.modality,

@@ -13,6 +13,7 @@ from medical_denoise.evaluation.clinical.report import ClinicalReport, paired_di
 from medical_denoise.evaluation.clinical.runner import (
     MODEL,
     MODEL_TOLD,
+    SliceMethod,
     baseline_methods,
     evaluate_items,
     model_method,
@@ -44,6 +45,8 @@ def evaluate_clinical_split(
     resamples: int = 2000,
     progress: bool = True,
     level_input: bool = False,
+    ct_predictor: Callable[[np.ndarray], np.ndarray] | None = None,
+    ct_checkpoint: str | Path | None = None,
 ) -> ClinicalReport:
     """Score a 2.5D predictor (and sigma-aware baselines) on the held-out volumes of a datalist; write the report.
 
@@ -69,26 +72,46 @@ def evaluate_clinical_split(
         progress: tqdm bars.
         level_input: the network takes a noise-level map (``DenoiseUNet(noise_level_input=True)``): it is also scored
             as ``model_sigma``, told the std the baselines get, next to the blind ``model``.
+        ct_predictor: scores CT volumes in place of ``predictor`` (the bundle's CT model); None: ``predictor``
+            scores every volume.
+        ct_checkpoint: the weights ``ct_predictor`` holds (named in the report only).
     """
     if context < 0:
         raise ValueError(f"context must be >= 0 slices, got {context}.")
     max_slices = None if max_slices in (None, "None", "null") else int(max_slices)
-    told = {MODEL_TOLD: model_method(predictor, told_level=True)} if level_input else {}
-    methods = {MODEL: model_method(predictor), **told, **baseline_methods(list(baselines))}
+    baseline = baseline_methods(list(baselines))
+
+    def methods_of(network: Callable[[np.ndarray], np.ndarray]) -> dict[str, SliceMethod]:
+        told = {MODEL_TOLD: model_method(network, told_level=True)} if level_input else {}
+        return {MODEL: model_method(network), **told, **baseline}
+
+    methods = methods_of(predictor)
+    ct_methods = None if ct_predictor is None else methods_of(ct_predictor)
     items = split_items(datalist, split, data_root, max_images)
     logger.info("clinical evaluation of %d '%s' series, methods %s, %s slices per series", len(items), split,
                 ["noisy", *methods], max_slices or "all")  # fmt: skip
     start = time.perf_counter()
     rows, samplings, examples = evaluate_items(
-        items, load_transform, methods, context, ct_sigma_hu, ct_lowdose_i0, mr_sigma, seed, max_slices, progress
+        items,
+        load_transform,
+        methods,
+        context,
+        ct_sigma_hu,
+        ct_lowdose_i0,
+        mr_sigma,
+        seed,
+        max_slices,
+        progress,
+        ct_methods,
     )
     report = ClinicalReport(
         rows=rows,
         samplings=samplings,
         summary=summarize(rows, confidence, resamples, seed),
-        paired=[p for m in (MODEL, *told) for p in paired_differences(rows, m, None, confidence, resamples, seed)],
+        paired=[p for m in methods if m not in baseline for p in paired_differences(rows, m, None, confidence, resamples, seed)],
         settings={
-            "checkpoint": str(checkpoint) if checkpoint is not None else "n/a", "datalist": str(datalist),
+            "checkpoint": str(checkpoint) if checkpoint is not None else "n/a",
+            "ct_checkpoint": str(ct_checkpoint if ct_predictor is not None else checkpoint), "datalist": str(datalist),
             "split": split, "context": context, "seed": seed, "confidence": confidence, "resamples": resamples,
         },
     )  # fmt: skip

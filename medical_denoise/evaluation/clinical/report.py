@@ -261,11 +261,13 @@ def format_markdown(report: ClinicalReport) -> str:
     baselines = [m for m in dict.fromkeys(r.method for r in report.rows) if m in BASELINES]
     k = int(s.get("context", 0))
     given = ", ".join(f"`{b}` = {BASELINES[b]}" for b in baselines) or "none"
+    ct = s.get("ct_checkpoint", s.get("checkpoint"))
+    ct_note = f" (CT series: `{ct}`)" if ct != s.get("checkpoint") else ""
     lines = [
         "# Clinical evaluation: denoising in physical units",
         "",
         (
-            f"* Model: `{s.get('checkpoint', 'n/a')}`, 2.5D with {k} neighbour slice(s) on each side ({2 * k + 1} "
+            f"* Model: `{s.get('checkpoint', 'n/a')}`{ct_note}, 2.5D with {k} neighbour slice(s) on each side ({2 * k + 1} "
             "input slices, edge slices repeated); `model` is blind (never told the noise level; a noise-level-"
             "conditioned network estimates it from its input), `model_sigma` (when present) is the same network told "
             "the std the baselines get."

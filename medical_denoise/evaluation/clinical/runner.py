@@ -379,8 +379,12 @@ def evaluate_items(
     seed: int = 0,
     max_slices: int | None = 20,
     progress: bool = True,
+    ct_methods: Mapping[str, SliceMethod] | None = None,
 ) -> tuple[list[SliceResult], list[SeriesSampling], list[Example]]:
-    """Load and score each datalist entry in turn (one volume in memory at a time); see :func:`evaluate_volume`."""
+    """Load and score each datalist entry in turn (one volume in memory at a time); see :func:`evaluate_volume`.
+
+    CT volumes are scored with ``ct_methods`` when given (the same names, a CT model in place of the shared one).
+    """
     rows: list[SliceResult] = []
     samplings: list[SeriesSampling] = []
     examples: list[Example] = []
@@ -392,7 +396,8 @@ def evaluate_items(
             "[%d/%d] %s: %s %s, %s; conditions %s", i + 1, len(items), volume.image_id, volume.modality,
             "x".join(map(str, volume.clean.shape)), volume.info.get("kind"), [c.name for c in conditions],
         )  # fmt: skip
-        r, s, e = evaluate_volume(volume, methods, conditions, context, seed, max_slices, progress)
+        chosen = ct_methods if ct_methods is not None and is_ct(volume.modality) else methods
+        r, s, e = evaluate_volume(volume, chosen, conditions, context, seed, max_slices, progress)
         rows += r
         samplings.append(s)
         examples += e
