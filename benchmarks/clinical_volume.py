@@ -42,7 +42,9 @@ def main() -> None:
     ap.add_argument("--series", required=True, help="a CT DICOM series folder")
     ap.add_argument("--slices", type=int, default=300)
     ap.add_argument("--work", default="/tmp/ctvol")
-    ap.add_argument("--clinical_checkpoint", default=None, help="weights other than the shipped models/clinical.pt")
+    ap.add_argument(
+        "--clinical_checkpoint", default=None, help="weights other than the shipped models (CT then takes these)"
+    )
     args = ap.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
