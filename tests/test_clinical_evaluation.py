@@ -290,6 +290,7 @@ def test_report_files_tables_and_pictures(dataset, tmp_path):
     md = (tmp_path / "summary.md").read_text()
     assert "a random sample of 2 of 3 slices (seed 0)" in md and "every slice (1)" not in md
     assert "bootstrap over slices" in md and "not independent" in md and "**" in md
+    assert "(CT series:" not in md  # one model for every series: no separate CT weights named
     assert f"ct_window [{CT_WINDOW[0]:g}, " in md and "RMSE HU" in md and "RMSE % range" in md
     pictures = {name.rsplit("_z", 1)[0] for name in report.files if name.startswith("example_")}
     # the middle level of each noise model, on the scored slice nearest the middle of the series

@@ -81,9 +81,9 @@ def evaluate_clinical_split(
     max_slices = None if max_slices in (None, "None", "null") else int(max_slices)
     baseline = baseline_methods(list(baselines))
 
-    def methods_of(network: Callable[[np.ndarray], np.ndarray]) -> dict[str, SliceMethod]:
-        told = {MODEL_TOLD: model_method(network, told_level=True)} if level_input else {}
-        return {MODEL: model_method(network), **told, **baseline}
+    def methods_of(model: Callable[[np.ndarray], np.ndarray]) -> dict[str, SliceMethod]:
+        told = {MODEL_TOLD: model_method(model, told_level=True)} if level_input else {}
+        return {MODEL: model_method(model), **told, **baseline}
 
     methods = methods_of(predictor)
     ct_methods = None if ct_predictor is None else methods_of(ct_predictor)
@@ -108,10 +108,12 @@ def evaluate_clinical_split(
         rows=rows,
         samplings=samplings,
         summary=summarize(rows, confidence, resamples, seed),
-        paired=[p for m in methods if m not in baseline for p in paired_differences(rows, m, None, confidence, resamples, seed)],
+        paired=[p for m in methods if m not in baseline
+                for p in paired_differences(rows, m, None, confidence, resamples, seed)],
         settings={
-            "checkpoint": str(checkpoint) if checkpoint is not None else "n/a",
-            "ct_checkpoint": str(ct_checkpoint if ct_predictor is not None else checkpoint), "datalist": str(datalist),
+            "checkpoint": _named(checkpoint),
+            "ct_checkpoint": _named(ct_checkpoint) if ct_predictor is not None else _named(checkpoint),
+            "datalist": str(datalist),
             "split": split, "context": context, "seed": seed, "confidence": confidence, "resamples": resamples,
         },
     )  # fmt: skip
@@ -119,3 +121,8 @@ def evaluate_clinical_split(
     logger.info("clinical evaluation done in %.0f s; report in %s\n%s", time.perf_counter() - start, out_dir,
                 report.to_markdown())  # fmt: skip
     return report
+
+
+def _named(checkpoint: str | Path | None) -> str:
+    """How the report names a weights file."""
+    return "n/a" if checkpoint is None else str(checkpoint)
