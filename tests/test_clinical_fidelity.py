@@ -70,6 +70,15 @@ def clinical_router(predictor=centre, model: str = "auto", guard: bool = True, *
     )
 
 
+def refusal(src: Path, router: ModelRouter, out: Path) -> str:
+    """The message ``denoise_path`` refuses ``src`` with, checked to be one line."""
+    with pytest.raises(ValueError) as err:
+        denoise_path(src, out, router, description="x", progress=False)
+    message = str(err.value)
+    assert "\n" not in message
+    return message
+
+
 def bundle_parser(**overrides) -> ConfigParser:
     parser = ConfigParser()
     parser.read_config(CONFIGS)
@@ -316,10 +325,8 @@ def test_nifti_ct_detection_rule(tmp_path):
 
 def test_model_that_does_not_fit_is_refused_in_one_line(tmp_path):
     ct = dicom_file("CT_small.dcm")
-    with pytest.raises(ValueError) as err:
-        denoise_path(ct, tmp_path / "o", clinical_router(model="dermoscopy"), description="x", progress=False)
-    message = str(err.value)
-    assert "\n" not in message and str(ct) in message and "--model auto" in message
+    message = refusal(ct, clinical_router(model="dermoscopy"), tmp_path / "o")
+    assert str(ct) in message and "--model auto" in message
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "photo.png")
     with pytest.raises(ValueError, match=r"photo.png: RGB photograph; the clinical choice .* --model auto") as err:
         denoise_path(tmp_path / "photo.png", tmp_path / "o", clinical_router(model="clinical"), description="x",
@@ -333,10 +340,8 @@ def test_model_that_does_not_fit_is_refused_in_one_line(tmp_path):
 
 def test_rgb_checkpoint_given_as_clinical_weights_is_refused_in_one_line(tmp_path):
     router = bundle_parser(clinical_checkpoint=str(BUNDLE / "models" / "model.pt")).get_parsed_content("router")
-    with pytest.raises(ValueError) as err:
-        denoise_path(dicom_file("CT_small.dcm"), tmp_path / "o", router, description="x", progress=False)
-    message = str(err.value)
-    assert "\n" not in message and "model.pt: weights do not fit" in message and "--clinical_checkpoint" in message
+    message = refusal(dicom_file("CT_small.dcm"), router, tmp_path / "o")
+    assert "model.pt: weights do not fit" in message and "--clinical_checkpoint" in message
     # the RGB model's 3 colour channels against the clinical model's 3 slices + its noise-level map
     assert "checkpoint (32, 3, 3, 3), network (32, 4, 3, 3)" in message
     with pytest.raises(ValueError, match="weights do not fit") as err:
@@ -360,10 +365,8 @@ def test_missing_clinical_weights_refuse_grayscale_input(tmp_path):
     assert parser.get_parsed_content("model") == "auto"
     router = parser.get_parsed_content("router")
     assert router.clinical.self_ensemble is False and router.clinical.context_slices == 1
-    with pytest.raises(ValueError) as err:
-        denoise_path(dicom_file("MR_small.dcm"), tmp_path / "o", router, description="x", progress=False)
-    message = str(err.value)
-    assert "\n" not in message and "MR_small.dcm: grayscale MR image needs the clinical model" in message
+    message = refusal(dicom_file("MR_small.dcm"), router, tmp_path / "o")
+    assert "MR_small.dcm: grayscale MR image needs the clinical model" in message
     assert "clinical.pt does not exist" in message and "--clinical_checkpoint" in message
     assert "photo model is not used" in message
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "grey.png")  # a grayscale PNG is clinical too
@@ -474,9 +477,7 @@ def test_bundle_routes_ct_to_its_ct_weights_unless_given_other_clinical_weights(
     assert own.clinical_ct is None
     both = bundle_parser(clinical_checkpoint=str(tmp_path / "own.pt"), clinical_ct_checkpoint=str(tmp_path / "ct.pt"))
     router = both.get_parsed_content("router")
-    with pytest.raises(ValueError) as err:
-        denoise_path(dicom_file("CT_small.dcm"), tmp_path / "o", router, description="x", progress=False)
-    message = str(err.value)
-    assert "\n" not in message and "CT_small.dcm: grayscale CT image needs the clinical_ct model" in message
+    message = refusal(dicom_file("CT_small.dcm"), router, tmp_path / "o")
+    assert "CT_small.dcm: grayscale CT image needs the clinical_ct model" in message
     assert "ct.pt does not exist" in message and "--clinical_ct_checkpoint" in message
     assert "configs/clinical_ct.yaml" in message

@@ -60,8 +60,8 @@ def test_weights_are_small_plain_tensors(model):
 
 
 # target 45 dB; measured with the shipped weights (blind: the network estimates the noise level itself): CT_small
-# 49.3 dB with the CT model (51.6 with the shared one), MR_small 44.1 dB (it removes part of MR_small's own noise, docs/clinical_results.md): the floors
-# guard what ships
+# 49.3 dB with the CT model (51.6 with the shared one), MR_small 44.1 dB (it removes part of MR_small's own noise,
+# docs/clinical_results.md): the floors guard what ships
 @pytest.mark.parametrize(
     ("name", "model", "floor"), [("CT_small.dcm", "clinical_ct", 45.0), ("MR_small.dcm", "clinical", 42.0)]
 )
@@ -76,9 +76,9 @@ def test_clean_slice_comes_back_unchanged(networks, name, model, floor):
     assert 20 * np.log10(dynamic_range / rmse) >= floor
 
 
-# measured gains (blind; the 2D path: the one noisy slice on every channel): CT_small +3.15 dB at 25 HU
-# (CT model; +3.28 with the shared one), MR_small +1.65 dB at 5 % of the range (weights trained without flat slabs: +1.2 dB; told the level:
-# +2.6 dB, the blind estimate also counts MR_small's own noise)
+# measured gains (blind; the 2D path: the one noisy slice on every channel): CT_small +3.15 dB at 25 HU (CT model;
+# +3.28 with the shared one), MR_small +1.65 dB at 5 % of the range (weights trained without flat slabs: +1.2 dB;
+# told the level: +2.6 dB, the blind estimate also counts MR_small's own noise)
 @pytest.mark.parametrize(
     ("name", "model", "noise", "gain"),
     [
@@ -99,9 +99,9 @@ def test_noisy_slice_gets_better(networks, name, model, noise, gain):
 
 
 # The shared model, not told the modality, took noisy CT fat (near 0 in the CT map) for MR's dark Rician background
-# and subtracted the Rician bias: -12.7 / -31 / -53 HU on a flat -150 HU patch at 10 / 25 / 50 HU. The CT model must
-# keep a flat region's level at every noise level (measured: within 1 HU everywhere
-# here, benchmarks/clinical_noise_by_region.py --flat_only).
+# and subtracted the Rician bias: -12.4 / -30.5 / -34.3 HU on a flat -150 HU patch at 10 / 25 / 50 HU
+# (benchmarks/clinical_noise_by_region.py --flat_only). The CT model must keep a flat region's level at every noise
+# level (measured there: within 1 HU for these levels and tissues).
 @pytest.mark.parametrize("hu", [-150.0, -100.0, 40.0])
 @pytest.mark.parametrize("sigma_hu", [10.0, 25.0, 50.0])
 def test_ct_model_keeps_the_level_of_flat_tissue(networks, hu, sigma_hu):
