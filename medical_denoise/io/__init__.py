@@ -29,6 +29,7 @@ from medical_denoise.io.intensity import (
 from medical_denoise.io.readers import guess_format, nifti_modality, read_image
 from medical_denoise.io.routing import (
     PHOTO_MODALITIES,
+    RICIAN_MODALITIES,
     ImageKind,
     ModelChoice,
     ModelRouter,
@@ -45,6 +46,7 @@ __all__ = [
     "MAX_MEMORY_GB",
     "MR_PERCENTILES",
     "PHOTO_MODALITIES",
+    "RICIAN_MODALITIES",
     "FailedInputsError",
     "FidelityGuard",
     "ImageFormat",

@@ -1,13 +1,15 @@
 """Which model denoises which input, and what is refused.
 
 Routing rule (``model="auto"``): RGB photographs (PNG/JPEG/TIFF in RGB, colour DICOM of a photographic
-modality, :data:`PHOTO_MODALITIES`) go to the dermoscopy model; grayscale images (CT, MR, CR/DX, grey
-ultrasound, grayscale PNG/TIFF/NIfTI) go to the clinical 2.5D model, grayscale CT to the CT model when one is
-set (``clinical_ct``: the shared model mistakes CT fat for the Rician background of MR, see
-``docs/clinical_results.md``); colour DICOM of any other modality
-(colour Doppler ultrasound, colour-coded overlays) goes to the clinical model for its grey pixels only
-(R == G == B), its coloured pixels are returned byte-identical. ``model="dermoscopy"``/``"clinical"`` force one
-model, ``"ct"``/``"mr"`` the clinical model with that modality's intensity mapping.
+modality, :data:`PHOTO_MODALITIES`) go to the dermoscopy model; grayscale images go to a clinical 2.5D model
+chosen by the physics of their noise: MR (and NIfTI of undetected modality, :data:`RICIAN_MODALITIES`) to the
+shared ``clinical`` model, which removes the Rician floor of magnitude MR; every other modality (CT, CR/DX, MG,
+XA, NM/PET, grey ultrasound, grayscale PNG/TIFF) to the CT-trained ``clinical_ct`` model when one is set, as their
+noise is additive: the shared model takes their dark regions for an MR background and darkens them (see
+``docs/clinical_results.md``). Colour DICOM of any other modality (colour Doppler ultrasound, colour-coded
+overlays) goes the same way for its grey pixels only (R == G == B); its coloured pixels are returned
+byte-identical. ``model="dermoscopy"`` forces the photo model, ``"clinical"`` the clinical models (by the rule
+above), ``"ct"``/``"mr"`` set the modality: its intensity mapping, and with it the clinical model.
 
 A model that does not fit an input is never adapted (no grey -> RGB replication, no per-channel split): the
 input is refused with one line that names the file and what to pass. So is an input whose model has no
@@ -35,6 +37,7 @@ from medical_denoise.noise.estimate import estimate_noise_level
 __all__ = [
     "CLINICAL_CT",
     "PHOTO_MODALITIES",
+    "RICIAN_MODALITIES",
     "ImageKind",
     "ModelChoice",
     "ModelRouter",
@@ -51,7 +54,11 @@ logger = logging.getLogger(__name__)
 #: colour-coded medical images.
 PHOTO_MODALITIES = frozenset({"XC", "DMS", "OP", "ES", "GM", "SM", "OT", "", "PHOTO"})
 
-#: route name of the CT model (``ModelRouter(clinical_ct=...)``).
+#: grayscale modalities whose noise has a Rician floor (magnitude MR): the shared ``clinical`` model's inputs.
+#: "UNKNOWN" is a NIfTI whose modality was not detected: in practice MR, and percentile-mapped like it.
+RICIAN_MODALITIES = frozenset({"MR", "UNKNOWN"})
+
+#: route name of the CT-trained model (``ModelRouter(clinical_ct=...)``), for every other grayscale modality.
 CLINICAL_CT = "clinical_ct"
 # the config overlay that trains each grayscale model, named when its weights are missing
 _TRAINING_OVERLAY = {"clinical": "configs/clinical.yaml", CLINICAL_CT: "configs/clinical_ct.yaml"}
@@ -136,7 +143,7 @@ class Route:
     """The router's answer for one image.
 
     Args:
-        name: "dermoscopy", "clinical", "clinical_ct", or "model" (a single fixed model).
+        name: "dermoscopy", "clinical" (MR), "clinical_ct" (other grayscale), or "model" (a single fixed model).
         spec: the chosen model.
         predictor: its built predictor.
         grey_pixels_only: a colour-coded image: only its R == G == B pixels go through ``predictor`` (as one
@@ -160,9 +167,11 @@ class ModelRouter:
 
     Args:
         dermoscopy: the RGB photograph model, or None (photographs are then refused).
-        clinical: the grayscale 2.5D model, or None (grayscale and colour-coded inputs are then refused).
-        clinical_ct: a 2.5D model for grayscale CT (by the image's modality or the override) in place of
-            ``clinical``; None, or a spec with neither checkpoint nor predictor: CT goes to ``clinical``.
+        clinical: the grayscale 2.5D model for MR (:data:`RICIAN_MODALITIES`), and for every grayscale input
+            when ``clinical_ct`` is unset; None: those inputs are refused.
+        clinical_ct: a 2.5D model for grayscale inputs of every other modality (CT, X-ray, NM, ...: additive
+            noise; by the image's modality or the override) in place of ``clinical``; None, or a spec with neither
+            checkpoint nor predictor: they go to ``clinical``.
         model: a :class:`ModelChoice` value: ``auto`` (default), ``dermoscopy``, ``clinical``, ``ct``, ``mr``.
         modality: overrides the modality of every input (e.g. "CT" for a NIfTI in HU); ``ct``/``mr`` set it.
         scale: output/input size ratio asked for (2 or 4 with sr.yaml); a model of another scale is refused.
@@ -252,11 +261,10 @@ class ModelRouter:
                 f"{image.source}: {what}; the dermoscopy model takes RGB photographs: use --model auto (or clinical) "
                 f"for it{hint}."
             )
-        if kind is ImageKind.GRAYSCALE and self.clinical_ct is not None and str(image.modality).upper() == "CT":
-            return self._answer(image, CLINICAL_CT, self.clinical_ct, what)
-        return self._answer(
-            image, ModelChoice.CLINICAL.value, self.clinical, what, grey_pixels_only=kind is ImageKind.COLOUR_MEDICAL
-        )
+        grey_only = kind is ImageKind.COLOUR_MEDICAL
+        if self.clinical_ct is not None and str(image.modality).upper() not in RICIAN_MODALITIES:
+            return self._answer(image, CLINICAL_CT, self.clinical_ct, what, grey_pixels_only=grey_only)
+        return self._answer(image, ModelChoice.CLINICAL.value, self.clinical, what, grey_pixels_only=grey_only)
 
     def _answer(
         self, image: LoadedImage, name: str, spec: ModelSpec | None, what: str, grey_pixels_only: bool = False

@@ -1,7 +1,7 @@
 """What a serving app needs from the ``gan_denoise`` bundle: its model router (networks, weights, inferer) and settings.
 
 :func:`load_bundle_router` builds the bundle's ``router`` exactly as ``monai.bundle run inference`` does (RGB
-photographs -> the dermoscopy model, grayscale CT/MR/... -> the clinical 2.5D model; see
+photographs -> the dermoscopy model, grayscale MR -> the clinical 2.5D model, other grayscale -> its CT fine-tune; see
 :mod:`medical_denoise.io.routing`), with weights that are reloaded when their file changes.
 :func:`load_bundle_model` gives the dermoscopy generator alone.
 """
@@ -236,8 +236,9 @@ def load_bundle_router(
             (``models/clinical.pt``).
         overrides: config ids to replace, as on the bundle command line, e.g. ``{"model": "ct"}`` or
             ``{"clinical_network_def#channels": [8, 16]}``.
-        clinical_ct_weights: grayscale CT weights; default the config's ``clinical_ct_checkpoint``
-            (``models/clinical_ct.pt`` with the shipped clinical weights, else ``clinical_weights`` serve CT too).
+        clinical_ct_weights: weights for grayscale inputs other than MR; default the config's
+            ``clinical_ct_checkpoint`` (``models/clinical_ct.pt`` with the shipped clinical weights, else
+            ``clinical_weights`` serve those inputs too).
 
     Raises:
         FileNotFoundError: a config file or ``metadata.json`` is missing, a weights file given here does not

@@ -6,12 +6,12 @@
         [--conf bundle DIR] [--conf bundle_overrides JSON] [--conf model_name NAME] [--conf preload true]
 
 Each request's image gets its model from the bundle's ``router``, as the bundle's ``inference`` run id does: RGB
-photographs -> the dermoscopy model, grayscale MR/CR/... -> the clinical 2.5D model, grayscale CT -> its CT fine-tune
-(HTTP 400 with a one-line reason when no model fits or its weights are missing).
+photographs -> the dermoscopy model, grayscale MR -> the clinical 2.5D model, other grayscale (CT, CR/DX, ...) -> its
+CT fine-tune (HTTP 400 with a one-line reason when no model fits or its weights are missing).
 
 Conf keys (all optional): ``bundle`` (default: the installed or repository ``bundles/gan_denoise``), ``weights``
 (dermoscopy weights, default ``<bundle>/models/model.pt``), ``clinical_weights`` (grayscale 2.5D weights, default
-``<bundle>/models/clinical.pt``), ``clinical_ct_weights`` (grayscale CT weights, default
+``<bundle>/models/clinical.pt``), ``clinical_ct_weights`` (weights for grayscale inputs other than MR, default
 ``<bundle>/models/clinical_ct.pt``, or ``clinical_weights`` when those are given), ``model`` (``auto``,
 ``dermoscopy``, ``clinical``, ``ct`` or ``mr``, the bundle's ``model`` key), ``modality`` (overrides every input's
 modality, e.g. ``CT`` for a NIfTI in HU), ``bundle_overrides`` (a JSON object of bundle config ids, as on the bundle
