@@ -514,6 +514,37 @@ def test_mr_goes_to_the_shared_model_and_every_other_grey_input_to_the_ct_one(tm
     assert set(calls) == {"shared"}
 
 
+def test_small_inputs_get_the_self_ensemble_and_large_volumes_one_pass(tmp_path, caplog):
+    """``ensemble_up_to_mp``: the 8 flips/rotations for inputs up to that many megavoxels, one pass above it."""
+    built = []
+
+    def factory(network, checkpoint, self_ensemble=False):
+        built.append(self_ensemble)
+        return centre
+
+    (tmp_path / "w.pt").touch()  # the factory never reads it
+    small, large = dicom_file("CT_small.dcm"), nifti_from(np.zeros((128, 128, 4)), tmp_path / "vol.nii.gz")
+    for up_to, always, expected in ((0.02, False, [True, False]), (0.0, False, [False]), (0.0, True, [True])):
+        built.clear()
+        spec = ModelSpec(torch.nn.Identity(), tmp_path / "w.pt", context_slices=1, self_ensemble=always,
+                         ensemble_up_to_mp=up_to)  # fmt: skip
+        router = ModelRouter(clinical=spec, predictor_factory=factory)
+        with caplog.at_level(logging.INFO, logger="medical_denoise.io.routing"):
+            routes = [router.route(read_image(src)) for src in (small, large)]  # 16,384 and 65,536 voxels
+        assert [r.self_ensemble for r in routes] == [expected[0], expected[-1]]
+        assert built == expected  # one predictor per setting, built once
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="medical_denoise.io.routing"):
+        denoise_path(small, tmp_path / "o", ModelRouter(clinical=spec, predictor_factory=factory), description="x",
+                     progress=False)  # fmt: skip
+    assert "clinical model (8-fold self-ensemble)" in caplog.text
+    with pytest.raises(ValueError, match="ensemble_up_to_mp must be >= 0"):
+        ModelSpec(torch.nn.Identity(), ensemble_up_to_mp=-1)
+    bundle = bundle_parser().get_parsed_content("router", instantiate=True)
+    assert bundle.clinical.ensemble_up_to_mp == bundle.clinical_ct.ensemble_up_to_mp == 4
+    assert not bundle.clinical.self_ensemble and bundle.dermoscopy.ensemble_up_to_mp == 0
+
+
 def test_bundle_routes_ct_to_its_ct_weights_unless_given_other_clinical_weights(tmp_path):
     router = bundle_parser().get_parsed_content("router")
     assert Path(router.clinical_ct.checkpoint) == BUNDLE / "models" / "clinical_ct.pt"

@@ -20,6 +20,7 @@ fit the network. See ``docs/clinical_formats.md``.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,7 +106,10 @@ class ModelSpec:
         image_channels: channels of the images it denoises (3: RGB, 1: grayscale); its output has as many.
         context_slices: neighbouring slices on each side stacked as input channels (2.5D): the network takes
             ``(2 * context_slices + 1) * image_channels`` channels; 0 for a plain 2D model.
-        self_ensemble: average 8 flips/rotations (8x the time); passed to the predictor factory.
+        self_ensemble: average 8 flips/rotations (8x the time) for every input; passed to the predictor factory.
+        ensemble_up_to_mp: inputs of at most this many megavoxels (all slices) get the 8 flips/rotations even when
+            ``self_ensemble`` is False: a lone slice gains a few tenths of a dB for about a second, while a large
+            volume keeps one pass and its time bound. 0: never.
         scale: in-plane output/input size ratio of the model (1: denoising).
         guard: applied to its outputs (see :class:`~medical_denoise.io.fidelity.FidelityGuard`), or None.
         option: the config key that sets ``checkpoint``, named in messages (``checkpoint``,
@@ -119,6 +123,7 @@ class ModelSpec:
     image_channels: int = 1
     context_slices: int = 0
     self_ensemble: bool = False
+    ensemble_up_to_mp: float = 0.0
     scale: int = 1
     guard: FidelityGuard | None = None
     option: str = "checkpoint"
@@ -131,6 +136,13 @@ class ModelSpec:
             raise ValueError(f"ModelSpec context_slices must be an integer >= 0, got {self.context_slices!r}.")
         if self.predictor is None and self.network is None:
             raise ValueError("ModelSpec needs a network (with a checkpoint) or a predictor.")
+        if not self.ensemble_up_to_mp >= 0:
+            raise ValueError(f"ModelSpec ensemble_up_to_mp must be >= 0 megavoxels, got {self.ensemble_up_to_mp!r}.")
+
+    def ensembles(self, image: LoadedImage) -> bool:
+        """Whether ``image`` gets the 8-fold self-ensemble: always with ``self_ensemble``, else by its size."""
+        voxels = math.prod(image.array.shape[1:])  # channels aside: (C, H, W[, slices])
+        return self.self_ensemble or voxels <= self.ensemble_up_to_mp * 1e6
 
     @property
     def in_channels(self) -> int:
@@ -149,6 +161,7 @@ class Route:
         grey_pixels_only: a colour-coded image: only its R == G == B pixels go through ``predictor`` (as one
             grey channel); the others are kept byte-identical.
         modality: the modality whose mapping the image gets (an override, or None for the image's own).
+        self_ensemble: ``predictor`` averages the 8 flips/rotations (:meth:`ModelSpec.ensembles`).
     """
 
     name: str
@@ -156,6 +169,7 @@ class Route:
     predictor: Callable[[torch.Tensor], torch.Tensor]
     grey_pixels_only: bool = False
     modality: str | None = None
+    self_ensemble: bool = False
 
 
 class ModelRouter:
@@ -212,7 +226,7 @@ class ModelRouter:
         self.scale = int(scale)
         self.predictor_factory = predictor_factory
         self._fixed: ModelSpec | None = None
-        self._built: dict[int, Callable[[torch.Tensor], torch.Tensor]] = {}
+        self._built: dict[tuple[int, bool], Callable[[torch.Tensor], torch.Tensor]] = {}
 
     @classmethod
     def fixed(cls, spec: ModelSpec, modality: str | None = None, scale: int | None = None) -> ModelRouter:
@@ -283,13 +297,15 @@ class ModelRouter:
                 f"{image.source}: {what} has {image.channels} channel(s) but the {name} model takes "
                 f"{spec.image_channels}; pass a model made for {image.channels}-channel images."
             )
-        return Route(name, spec, self._predictor(image, name, spec, what), grey_pixels_only, self.modality)
+        ensemble = spec.predictor is None and spec.ensembles(image)  # a ready predictor is used as given
+        predictor = self._predictor(image, name, spec, what, ensemble)
+        return Route(name, spec, predictor, grey_pixels_only, self.modality, ensemble)
 
-    def _predictor(self, image: LoadedImage, name: str, spec: ModelSpec, what: str):
+    def _predictor(self, image: LoadedImage, name: str, spec: ModelSpec, what: str, ensemble: bool):
         if spec.predictor is not None:
             return spec.predictor
-        if id(spec) in self._built:
-            return self._built[id(spec)]
+        if (id(spec), ensemble) in self._built:
+            return self._built[(id(spec), ensemble)]
         if spec.checkpoint is None or not Path(spec.checkpoint).is_file():
             where = "none is set" if spec.checkpoint is None else f"{spec.checkpoint} does not exist"
             overlay = _TRAINING_OVERLAY.get(name)
@@ -301,12 +317,12 @@ class ModelRouter:
             )
         factory = self.predictor_factory or _default_factory
         try:
-            predictor = factory(spec.network, checkpoint=spec.checkpoint, self_ensemble=spec.self_ensemble)
+            predictor = factory(spec.network, checkpoint=spec.checkpoint, self_ensemble=ensemble)
         except ValueError as e:  # weights that do not fit (networks.predictor.load_weights), one line
             raise ValueError(
                 f"{image.source}: {what} needs the {name} model: {e}; pass {name} model weights as --{spec.option}."
             ) from None
-        self._built[id(spec)] = predictor
+        self._built[(id(spec), ensemble)] = predictor
         return predictor
 
 
@@ -338,7 +354,7 @@ def log_route(image: LoadedImage, route: Route, mapping: IntensityMapping, mappe
         note: appended inside the brackets, e.g. which crop the estimate comes from.
     """
     logger.info(
-        "%s: %s model, %s %s mapping [%g, %g] -> [0, 1], estimated noise sigma %.1f (0-255 scale of that range%s)",
-        image.source, route.name, image.modality, mapping.kind, mapping.low, mapping.high,
-        estimate_noise_level(mapped_sample), note,
+        "%s: %s model%s, %s %s mapping [%g, %g] -> [0, 1], estimated noise sigma %.1f (0-255 scale of that range%s)",
+        image.source, route.name, " (8-fold self-ensemble)" if route.self_ensemble else "", image.modality,
+        mapping.kind, mapping.low, mapping.high, estimate_noise_level(mapped_sample), note,
     )  # fmt: skip
