@@ -545,6 +545,51 @@ def test_small_inputs_get_the_self_ensemble_and_large_volumes_one_pass(tmp_path,
     assert not bundle.clinical.self_ensemble and bundle.dermoscopy.ensemble_up_to_mp == 0
 
 
+def test_noise_std_is_told_to_level_aware_models_and_refused_by_others(tmp_path):
+    """``noise_std`` (original units) reaches the network as a constant last channel in its range; a model without
+    a noise-level input refuses it in one line."""
+    seen = []
+
+    def record(x):
+        seen.append(x[:, -1].unique().tolist())
+        return centre(x[:, :-1])
+
+    class LevelAware(torch.nn.Identity):
+        noise_level_input = True
+
+    spec = ModelSpec(network=LevelAware(), checkpoint=tmp_path / "w.pt", context_slices=1)
+    (tmp_path / "w.pt").touch()
+    router = ModelRouter(clinical=spec, noise_std=10, predictor_factory=lambda *a, **k: record)
+    denoise_path(dicom_file("CT_small.dcm"), tmp_path / "o", router, description="x", progress=False)
+    assert seen and all(v == pytest.approx([10.0 / CT_SPAN]) for v in seen)  # 10 HU on the CT map
+    blind = ModelSpec(network=torch.nn.Identity(), checkpoint=tmp_path / "w.pt", context_slices=1)
+    message = refusal(dicom_file("CT_small.dcm"), ModelRouter(clinical=blind, noise_std=10), tmp_path / "o2")
+    assert "CT_small.dcm: grayscale CT image goes to the clinical model, which has no noise-level input" in message
+    for bad in (-1.0, float("nan"), "10", True):
+        with pytest.raises(ValueError, match="noise_std must be a number >= 0"):
+            ModelRouter(clinical=spec, noise_std=bad)
+
+
+@pytest.mark.skipif(not (BUNDLE / "models" / "clinical_ct.pt").is_file(), reason="models/clinical_ct.pt is not shipped")
+def test_shipped_ct_model_removes_as_much_noise_as_it_is_told(tmp_path):
+    """--noise_std: told 0 a noisy slice comes back almost as it went in; told the true std it is denoised."""
+    ds = pydicom.dcmread(dicom_file("CT_small.dcm"))
+    clean = ds.pixel_array.astype(np.float64)
+    noisy = clean + np.random.default_rng(0).normal(0.0, 25.0, clean.shape)  # 25 HU (slope 1)
+    ds.PixelData = np.round(noisy).astype(ds.pixel_array.dtype).tobytes()
+    ds.save_as(tmp_path / "noisy.dcm", enforce_file_format=True)
+    noisy_hu = read_image(tmp_path / "noisy.dcm").array[0]
+    clean_hu = read_image(dicom_file("CT_small.dcm")).array[0]
+    out = {}
+    for told in (0.0, 25.0):
+        router = bundle_parser(noise_std=told).get_parsed_content("router")
+        path = denoise_path(tmp_path / "noisy.dcm", tmp_path / f"o{told:g}", router, description="x", progress=False)
+        out[told] = read_image(path[0]).array[0]
+    assert np.sqrt(np.mean((out[0.0] - noisy_hu) ** 2)) < 5.0  # measured 2.3 HU: the noise is kept
+    gain = psnr(out[25.0], clean_hu, CT_SPAN) - psnr(noisy_hu, clean_hu, CT_SPAN)
+    assert gain > 2.0  # measured 3.3 dB
+
+
 def test_bundle_routes_ct_to_its_ct_weights_unless_given_other_clinical_weights(tmp_path):
     router = bundle_parser().get_parsed_content("router")
     assert Path(router.clinical_ct.checkpoint) == BUNDLE / "models" / "clinical_ct.pt"

@@ -265,7 +265,7 @@ def denoise_image(
     log_route(image, route, mapping, mapped)
     net = predict_array(
         mapped,
-        route.predictor,
+        route.predictor_for(mapping),
         model_channels=1 if route.grey_pixels_only else spec.image_channels,
         context_slices=spec.context_slices,
         guard=spec.guard,

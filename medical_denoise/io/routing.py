@@ -162,6 +162,8 @@ class Route:
             grey channel); the others are kept byte-identical.
         modality: the modality whose mapping the image gets (an override, or None for the image's own).
         self_ensemble: ``predictor`` averages the 8 flips/rotations (:meth:`ModelSpec.ensembles`).
+        noise_std: the noise std the model is told, in the image's original units (HU for CT), or None: the model
+            estimates it from each slice (see :meth:`predictor_for`).
     """
 
     name: str
@@ -170,6 +172,23 @@ class Route:
     grey_pixels_only: bool = False
     modality: str | None = None
     self_ensemble: bool = False
+    noise_std: float | None = None
+
+    def predictor_for(self, mapping: IntensityMapping) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The predictor for an image with this intensity mapping: told ``noise_std`` when one is set.
+
+        A network with a noise-level input (``DenoiseUNet(noise_level_input=True)``) takes the std as a constant
+        last channel in its network range (``noise_std / (high - low)``); it then removes that much noise and keeps
+        the rest, where blind it estimates the level from each slice and removes all it sees.
+        """
+        if self.noise_std is None:
+            return self.predictor
+        level = float(self.noise_std) / (mapping.high - mapping.low)
+
+        def told(x: torch.Tensor) -> torch.Tensor:
+            return self.predictor(torch.cat([x, torch.full_like(x[:, :1], level)], dim=1))
+
+        return told
 
 
 class ModelRouter:
@@ -188,6 +207,10 @@ class ModelRouter:
             checkpoint nor predictor: they go to ``clinical``.
         model: a :class:`ModelChoice` value: ``auto`` (default), ``dermoscopy``, ``clinical``, ``ct``, ``mr``.
         modality: overrides the modality of every input (e.g. "CT" for a NIfTI in HU); ``ct``/``mr`` set it.
+        noise_std: tell the model this noise std, in each image's original units (HU for CT), instead of letting
+            it estimate the level per slice: it removes that much noise and keeps the rest (a gentler result than
+            blind, which removes all the noise it sees). Only models with a noise-level input take it; others
+            refuse the image. None: blind.
         scale: output/input size ratio asked for (2 or 4 with sr.yaml); a model of another scale is refused.
         predictor_factory: builds a predictor from a spec's network and weights; default
             :class:`~medical_denoise.networks.GeneratorPredictor` on the network's device.
@@ -207,6 +230,7 @@ class ModelRouter:
         clinical_ct: ModelSpec | None = None,
         model: str = "auto",
         modality: str | None = None,
+        noise_std: float | None = None,
         scale: int = 1,
         predictor_factory: Callable[..., Callable[[torch.Tensor], torch.Tensor]] | None = None,
     ) -> None:
@@ -219,6 +243,10 @@ class ModelRouter:
         if forced and modality and str(modality).upper() != forced:
             raise ValueError(f"model {self.model.value!r} sets modality {forced}, but modality {modality!r} was given.")
         self.modality: str | None = forced or (str(modality) if modality else None)
+        number = isinstance(noise_std, (int, float)) and not isinstance(noise_std, bool)
+        if noise_std is not None and not (number and math.isfinite(noise_std) and noise_std >= 0):
+            raise ValueError(f"noise_std must be a number >= 0 in the image's units (HU for CT), got {noise_std!r}.")
+        self.noise_std = None if noise_std is None else float(noise_std)
         self.dermoscopy = dermoscopy
         self.clinical = clinical
         unset = clinical_ct is not None and clinical_ct.checkpoint is None and clinical_ct.predictor is None
@@ -297,9 +325,14 @@ class ModelRouter:
                 f"{image.source}: {what} has {image.channels} channel(s) but the {name} model takes "
                 f"{spec.image_channels}; pass a model made for {image.channels}-channel images."
             )
+        if self.noise_std is not None and not getattr(spec.network, "noise_level_input", False):
+            raise ValueError(
+                f"{image.source}: {what} goes to the {name} model, which has no noise-level input to tell "
+                f"noise_std {self.noise_std:g}; leave noise_std unset (null) for it."
+            )
         ensemble = spec.predictor is None and spec.ensembles(image)  # a ready predictor is used as given
         predictor = self._predictor(image, name, spec, what, ensemble)
-        return Route(name, spec, predictor, grey_pixels_only, self.modality, ensemble)
+        return Route(name, spec, predictor, grey_pixels_only, self.modality, ensemble, self.noise_std)
 
     def _predictor(self, image: LoadedImage, name: str, spec: ModelSpec, what: str, ensemble: bool):
         if spec.predictor is not None:

@@ -166,6 +166,7 @@ def denoise_tiled(
     spec = route.spec
     scale = int(spec.scale)
     mapping = intensity(image) if intensity is not None else image.intensity
+    predictor = route.predictor_for(mapping)
     h, w = int(array.shape[1]), int(array.shape[2])
     pages = int(array.shape[3]) if array.ndim == 4 else 1
     k = int(spec.context_slices)
@@ -207,7 +208,7 @@ def denoise_tiled(
             mapped = mapping.forward(values)
             net = predict_array(
                 mapped,
-                route.predictor,
+                predictor,
                 model_channels=spec.image_channels,
                 context_slices=k,
                 guard=spec.guard,
