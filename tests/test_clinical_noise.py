@@ -10,7 +10,13 @@ from monai.transforms import Compose
 from medical_denoise.data import ClinicalSlabd, balanced_weights
 from medical_denoise.io import CT_WINDOW
 from medical_denoise.networks import ConditionalPatchDiscriminator, DenoiseUNet
-from medical_denoise.noise import AddClinicalNoised, AppendNoiseLevelMapd, CTNoiseBankd, LowDoseCTNoise
+from medical_denoise.noise import (
+    AddClinicalNoised,
+    AddScanNoised,
+    AppendNoiseLevelMapd,
+    CTNoiseBankd,
+    LowDoseCTNoise,
+)
 
 LOW, HIGH = CT_WINDOW  # the fixed CT map: LOW HU -> 0, HIGH HU -> 1
 CT_SPAN = HIGH - LOW
@@ -115,6 +121,30 @@ def test_a_repeated_slice_carries_the_same_noise_on_every_channel(info):
     assert torch.equal(out[0], out[1]) and not torch.equal(out[1], out[2])
     flat = t({"image": _slab(0.5), "image_intensity": info, "id": "a", "slab_indices": [2, 2, 2]})["image"]
     assert torch.equal(flat[0], flat[1]) and torch.equal(flat[1], flat[2]) and flat.std() > 0
+
+
+def test_scan_noise_goes_into_the_target_too_and_is_not_the_told_level():
+    """AddScanNoised: CT only, the same noise on the slab's centre and the target, padding exact, untold."""
+    t = AddScanNoised("image", sigma_hu=(20.0, 20.0), prob=1.0)
+    t.set_random_state(0)
+    indices = [3, 4, 4]  # a clamped slab: slices 4 and 4 must carry the same noise
+    clean = _slab(0.3)
+    clean[0, :4] = (-3024.0 - LOW) / CT_SPAN  # padding rows of slice 3
+    data = {"image": clean, "label": clean[1:2].clone(), "image_intensity": ct_info(), "slab_indices": indices}
+    out = t(data)
+    noise_hu = (out["image"].numpy() - clean.numpy()) * CT_SPAN
+    assert noise_hu[2, 8:].std() == pytest.approx(20.0, rel=0.1)
+    assert np.array_equal(noise_hu[1], noise_hu[2]) and not np.array_equal(noise_hu[0], noise_hu[1])
+    assert (noise_hu[0, :4] == 0).all()  # padding stays exact
+    np.testing.assert_allclose(out["label"].numpy(), out["image"].numpy()[1:2], atol=1e-6)  # the target keeps it
+    # then AddClinicalNoised adds its own and reports only that as the level
+    told = AddClinicalNoised("image", clean_prob=0.0, ct_sigma_hu=10.0, lowdose_prob=0.0, seed_key="id")
+    assert told({**out, "id": "a"})["noise_std"] == 10.0 / CT_SPAN
+    mr = {"low": 0.0, "high": 800.0, "modality": "MR"}
+    assert torch.equal(t({**data, "image_intensity": mr})["image"], clean)  # MR: never
+    assert torch.equal(AddScanNoised("image", prob=0.0)(data)["image"], clean)
+    with pytest.raises(ValueError, match="prob must be in"):
+        AddScanNoised("image", prob=1.5)
 
 
 def test_mr_rician_noise_is_relative_to_the_robust_range():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .clinical import AddClinicalNoised, CTNoiseBankd
+from .clinical import AddClinicalNoised, AddScanNoised, CTNoiseBankd
 from .ct_lowdose import LowDoseCTNoise
 from .degradations import downsample, gaussian_blur, jpeg_compress
 from .estimate import estimate_noise_level, wavelet_noise_std
@@ -49,5 +49,6 @@ __all__ = [
     "LowDoseCTNoise",
     "CTNoiseBankd",
     "AddClinicalNoised",
+    "AddScanNoised",
     "AppendNoiseLevelMapd",
 ]

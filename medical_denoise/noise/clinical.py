@@ -28,7 +28,7 @@ from medical_denoise.atomic import atomic_write
 from medical_denoise.noise.ct_lowdose import LowDoseCTNoise
 from medical_denoise.noise.transforms import stable_seed
 
-__all__ = ["AddClinicalNoised", "CTNoiseBankd"]
+__all__ = ["AddClinicalNoised", "AddScanNoised", "CTNoiseBankd"]
 
 
 def _pair(value: float | Sequence[float], name: str) -> tuple[float, float]:
@@ -236,3 +236,66 @@ class AddClinicalNoised(Randomizable, MapTransform):
         n1, n2 = (_per_slice_normal(rng, slab.shape, indices) * fraction for _ in range(2))
         magnitude = np.sqrt((slab + low + n1) ** 2 + n2**2)
         return (magnitude - low).astype(np.float32), {"kind": "rician", "level": fraction, "std": fraction}
+
+
+class AddScanNoised(Randomizable, MapTransform):
+    """White noise added to a CT training slab *and* its target: noise the scan carries and the output keeps.
+
+    The generator is told the std of the noise :class:`AddClinicalNoised` adds next (``noise_std``), not of this.
+    Trained with it, a told level means "remove this much noise and keep the rest": the semantics of BM3D given a
+    std, and of a user who wants a scan denoised by a set amount rather than made as smooth as possible. Blind, the
+    network estimates the level from its input, which holds both, so it still removes all it sees. Per sample, with
+    probability ``prob``, a std drawn from ``sigma_hu`` (HU); a slice that appears twice in the slab gets the same
+    noise each time, and the target (the centre slice) gets the centre slice's noise.
+
+    Args:
+        keys: the slab key (from :class:`~medical_denoise.data.ClinicalSlabd`).
+        label_key: the clean centre slice (the target).
+        sigma_hu: range of the std in HU.
+        prob: share of CT samples that get it; other modalities never do.
+        intensity_postfix: where :class:`~medical_denoise.data.LoadClinicald` put the intensity mapping.
+        index_key: where :class:`~medical_denoise.data.ClinicalSlabd` put the slab's slice indices.
+        fov_hu: CT values below this are padding outside the reconstruction circle; they stay exact.
+        allow_missing_keys: don't fail on missing keys.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        label_key: str = "label",
+        sigma_hu: float | Sequence[float] = (0.0, 20.0),
+        prob: float = 0.5,
+        intensity_postfix: str = "intensity",
+        index_key: str = "slab_indices",
+        fov_hu: float = -2000.0,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if not 0.0 <= prob <= 1.0:
+            raise ValueError(f"prob must be in [0, 1], got {prob}.")
+        self.label_key = label_key
+        self.sigma_hu = _pair(sigma_hu, "sigma_hu")
+        self.prob = prob
+        self.intensity_postfix = intensity_postfix
+        self.index_key = index_key
+        self.fov_hu = fov_hu
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        rng = np.random.default_rng(self.R.randint(np.iinfo(np.int32).max))
+        for key in self.key_iterator(d):
+            info = d[f"{key}_{self.intensity_postfix}"]
+            if str(info["modality"]).upper() != "CT" or rng.random() >= self.prob:
+                continue
+            span = float(info["high"]) - float(info["low"])
+            slab = np.asarray(d[key], dtype=np.float32)
+            indices = d.get(self.index_key)
+            inside = slab * span + float(info["low"]) >= self.fov_hu
+            noise = (
+                inside * _per_slice_normal(rng, slab.shape, indices) * np.float32(rng.uniform(*self.sigma_hu) / span)
+            )
+            centre = slab.shape[0] // 2
+            d[key] = torch.from_numpy(slab + noise)
+            label = np.asarray(d[self.label_key], dtype=np.float32)
+            d[self.label_key] = torch.from_numpy(label + noise[centre : centre + 1].reshape(label.shape))
+        return d
