@@ -545,7 +545,7 @@ def test_small_inputs_get_the_self_ensemble_and_large_volumes_one_pass(tmp_path,
     assert not bundle.clinical.self_ensemble and bundle.dermoscopy.ensemble_up_to_mp == 0
 
 
-def test_noise_std_is_told_to_level_aware_models_and_refused_by_others(tmp_path):
+def test_noise_std_is_told_to_level_aware_models_and_refused_by_others(tmp_path, caplog):
     """``noise_std`` (original units) reaches the network as a constant last channel in its range; a model without
     a noise-level input refuses it in one line."""
     seen = []
@@ -560,7 +560,9 @@ def test_noise_std_is_told_to_level_aware_models_and_refused_by_others(tmp_path)
     spec = ModelSpec(network=LevelAware(), checkpoint=tmp_path / "w.pt", context_slices=1)
     (tmp_path / "w.pt").touch()
     router = ModelRouter(clinical=spec, noise_std=10, predictor_factory=lambda *a, **k: record)
-    denoise_path(dicom_file("CT_small.dcm"), tmp_path / "o", router, description="x", progress=False)
+    with caplog.at_level(logging.INFO, logger="medical_denoise.io.routing"):
+        denoise_path(dicom_file("CT_small.dcm"), tmp_path / "o", router, description="x", progress=False)
+    assert "told noise std 10 in its units" in caplog.text
     assert seen and all(v == pytest.approx([10.0 / CT_SPAN]) for v in seen)  # 10 HU on the CT map
     blind = ModelSpec(network=torch.nn.Identity(), checkpoint=tmp_path / "w.pt", context_slices=1)
     message = refusal(dicom_file("CT_small.dcm"), ModelRouter(clinical=blind, noise_std=10), tmp_path / "o2")

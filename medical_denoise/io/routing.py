@@ -386,8 +386,9 @@ def log_route(image: LoadedImage, route: Route, mapping: IntensityMapping, mappe
         mapped_sample: the (part of the) image the noise level is estimated on, already in the network range.
         note: appended inside the brackets, e.g. which crop the estimate comes from.
     """
+    told = "" if route.noise_std is None else f", told noise std {route.noise_std:g} in its units"
     logger.info(
-        "%s: %s model%s, %s %s mapping [%g, %g] -> [0, 1], estimated noise sigma %.1f (0-255 scale of that range%s)",
+        "%s: %s model%s, %s %s mapping [%g, %g] -> [0, 1], estimated noise sigma %.1f (0-255 scale of that range%s)%s",
         image.source, route.name, " (8-fold self-ensemble)" if route.self_ensemble else "", image.modality,
-        mapping.kind, mapping.low, mapping.high, estimate_noise_level(mapped_sample), note,
+        mapping.kind, mapping.low, mapping.high, estimate_noise_level(mapped_sample), note, told,
     )  # fmt: skip
