@@ -21,6 +21,7 @@ from pydicom.data import get_testdata_file
 
 from medical_denoise.data import LoadClinicald
 from medical_denoise.evaluation.clinical import clinical_conditions, model_method
+from medical_denoise.evaluation.metrics import masked_psnr
 from medical_denoise.networks.predictor import bundle_predictor
 from medical_denoise.noise import stable_seed
 
@@ -66,7 +67,7 @@ def main() -> None:
                     start = time.perf_counter()
                     out = methods[(modality, ensemble)](slab, 0.0)
                     times[ensemble].append(time.perf_counter() - start)
-                    scores[ensemble].append(10 * np.log10(1.0 / np.mean((out - clean)[mask] ** 2)))
+                    scores[ensemble].append(masked_psnr(clean, out, 1.0, mask))
             one, eight = np.mean(scores[False]), np.mean(scores[True])
             print(f"| {Path(name).stem} | {WEIGHTS[modality]} | {condition.label} | {one:.2f} | {eight:.2f} | "
                   f"{eight - one:+.2f} | {np.median(times[False]):.2f} / {np.median(times[True]):.2f} |", flush=True)  # fmt: skip

@@ -26,6 +26,7 @@ from pydicom.data import get_testdata_file
 from skimage import data
 
 from medical_denoise.evaluation.clinical import baseline_methods, model_method
+from medical_denoise.evaluation.metrics import masked_psnr
 from medical_denoise.io.intensity import IntensityMapping
 from medical_denoise.networks.predictor import bundle_predictor
 from medical_denoise.noise import stable_seed
@@ -87,8 +88,7 @@ def main() -> None:
                         cells.append("-")  # the clean image itself; a baseline given sigma 0 has nothing to do
                         continue
                     out = run(np.stack([noisy] * 3), level)
-                    psnr = 10 * np.log10(1.0 / np.mean((out - clean) ** 2))
-                    cells.append(f"{psnr:.2f} ({100 * (out - clean)[dark].mean():+.1f})")
+                    cells.append(f"{masked_psnr(clean, out):.2f} ({100 * (out - clean)[dark].mean():+.1f})")
                 kind = "Rician" if rician else "Gaussian" if level else "none"
                 print(f"| {name} | {kind} {level:.0%} | " + " | ".join(cells) + " |", flush=True)
 
