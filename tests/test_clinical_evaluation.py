@@ -35,7 +35,9 @@ from medical_denoise.evaluation.clinical import (
     NoisyVolume,
     baseline_methods,
     choose_slices,
+    clinical_conditions,
     evaluate_clinical_split,
+    evaluate_items,
     evaluate_volume,
     load_volume,
     model_method,
@@ -145,6 +147,47 @@ def test_rician_std_is_a_fraction_of_the_robust_range():
     assert vol.modality == "MR" and vol.info["low"] > 0
     measured = NoisyVolume(vol.clean, vol.info, condition, 0, "mr_small").noise_std(0)
     assert measured == pytest.approx(0.05, rel=0.08)
+
+
+def test_conditions_follow_the_noise_of_the_modality_as_inference_routes_it():
+    kinds = {m: {c.kind for c in clinical_conditions(m)} for m in ("CT", "MR", "UNKNOWN", "DX", "NM", "photo")}
+    assert kinds["CT"] == {NoiseKind.GAUSSIAN_HU, NoiseKind.LOWDOSE}
+    assert kinds["MR"] == kinds["UNKNOWN"] == {NoiseKind.RICIAN}
+    assert kinds["DX"] == kinds["NM"] == kinds["photo"] == {NoiseKind.GAUSSIAN_RANGE}
+    assert [c.name for c in clinical_conditions("CR", gaussian_sigma=[0.05])] == ["gaussian_5pct"]
+    # additive: zero-mean on a black region (no floor), the std a fraction of the robust range, every pixel scored
+    clean = np.zeros((200, 200, 1), np.float32)
+    clean[:100] = 0.8
+    info = {"low": 100.0, "high": 2100.0, "modality": "DX"}
+    condition = NoiseCondition(NoiseKind.GAUSSIAN_RANGE, 0.05)
+    volume = NoisyVolume(clean, info, condition, 0, "flat")
+    noise = volume.slice(0) - clean[..., 0]
+    assert abs(noise[100:].mean()) < 0.002 and volume.noise_std(0) == pytest.approx(0.05, rel=0.03)
+    assert condition.score_mask(clean[..., 0], info).all() and condition.label == "Gaussian 5% of range"
+
+
+def test_a_radiograph_is_scored_under_additive_noise_with_the_model_inference_routes_it_to(tmp_path):
+    # a DX DICOM (MR_small's pixels): Gaussian conditions, scored by the CT model's methods, not the shared model's
+    ds = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+    ds.Modality = "DX"
+    ds.save_as(tmp_path / "dx.dcm")
+    used = []
+
+    def method(name):
+        def run(slab, sigma):
+            used.append(name)
+            return slab[slab.shape[0] // 2]
+
+        return run
+
+    rows, samplings, _ = evaluate_items(
+        [{"image": str(tmp_path / "dx.dcm"), "id": "dx"}], LoadClinicald("image", clip=False), {"model": method("shared")},
+        mr_sigma=[0.05], gaussian_sigma=[0.05], progress=False, ct_methods={"model": method("ct")},
+    )  # fmt: skip
+    assert samplings[0].modality == "DX" and set(used) == {"ct"}
+    assert {r.condition for r in rows} == {"gaussian_5pct"} and {r.unit for r in rows} == {"% range"}
+    noisy = next(r for r in rows if r.method == "noisy")
+    assert noisy.noise_std == pytest.approx(5.0, rel=0.05)
 
 
 def test_lowdose_noise_is_in_hu_and_grows_as_the_dose_falls(tmp_path):
@@ -379,7 +422,7 @@ def test_ct_checkpoint_scores_the_ct_series_and_is_named_in_the_report(dataset, 
         if method == "model":  # CT: the identity's output is the noisy slice; MR: the random tiny network's is not
             same = psnr[series, z, "model"] == pytest.approx(psnr[series, z, "noisy"], abs=1e-6)
             assert same == (series == "ct_phantom")
-    assert "(CT series: `" in (tmp_path / "eval" / "summary.md").read_text()
+    assert "(CT and other non-MR series: `" in (tmp_path / "eval" / "summary.md").read_text()
 
 
 @pytest.mark.slow

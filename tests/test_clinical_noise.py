@@ -156,6 +156,17 @@ def test_mr_rician_noise_is_relative_to_the_robust_range():
     assert dark.min() >= 0.0 and dark.mean() == pytest.approx(0.05 * np.sqrt(np.pi / 2), rel=0.1)  # Rayleigh floor
 
 
+@pytest.mark.parametrize("modality", ["DX", "NM", "US", "photo"])
+def test_other_grayscale_modalities_get_gaussian_noise_without_a_floor(modality):
+    # their noise has no Rician floor: a dark region keeps its mean (inference routes them to the CT model)
+    info = {"low": 0.0, "high": 800.0, "modality": modality}
+    t = AddClinicalNoised("image", clean_prob=0.0, mr_sigma=0.05, seed_key="id")
+    out = t({"image": _slab(0.0), "image_intensity": info, "id": "a"})
+    dark = out["image"].numpy()
+    assert out["noise_params"]["kind"] == "gaussian" and out["noise_std"] == pytest.approx(0.05)
+    assert dark.std() == pytest.approx(0.05, rel=0.1) and abs(dark.mean()) < 0.005 and dark.min() < -0.05
+
+
 def test_level_map_carries_the_drawn_noise_std():
     t = Compose([
         AddClinicalNoised("image", clean_prob=0.0, mr_sigma=(0.01, 0.1), seed_key="id"),

@@ -34,6 +34,7 @@ from medical_denoise.io.formats import ImageFormat
 from medical_denoise.io.image import LoadedImage
 from medical_denoise.io.intensity import IntensityMapping
 from medical_denoise.noise.estimate import estimate_noise_level
+from medical_denoise.noise.modality import RICIAN_MODALITIES, ModalityNoise, modality_noise
 
 __all__ = [
     "CLINICAL_CT",
@@ -55,9 +56,6 @@ logger = logging.getLogger(__name__)
 #: colour-coded medical images.
 PHOTO_MODALITIES = frozenset({"XC", "DMS", "OP", "ES", "GM", "SM", "OT", "", "PHOTO"})
 
-#: grayscale modalities whose noise has a Rician floor (magnitude MR): the shared ``clinical`` model's inputs.
-#: "UNKNOWN" is a NIfTI whose modality was not detected: in practice MR, and percentile-mapped like it.
-RICIAN_MODALITIES = frozenset({"MR", "UNKNOWN"})
 
 #: route name of the CT-trained model (``ModelRouter(clinical_ct=...)``), for every other grayscale modality.
 CLINICAL_CT = "clinical_ct"
@@ -304,7 +302,7 @@ class ModelRouter:
                 f"for it{hint}."
             )
         grey_only = kind is ImageKind.COLOUR_MEDICAL
-        if self.clinical_ct is not None and str(image.modality).upper() not in RICIAN_MODALITIES:
+        if self.clinical_ct is not None and modality_noise(image.modality) is not ModalityNoise.RICIAN:
             return self._answer(image, CLINICAL_CT, self.clinical_ct, what, grey_pixels_only=grey_only)
         return self._answer(image, ModelChoice.CLINICAL.value, self.clinical, what, grey_pixels_only=grey_only)
 

@@ -6,6 +6,7 @@ from .clinical import AddClinicalNoised, AddScanNoised, CTNoiseBankd
 from .ct_lowdose import LowDoseCTNoise
 from .degradations import downsample, gaussian_blur, jpeg_compress
 from .estimate import estimate_noise_level, wavelet_noise_std
+from .modality import RICIAN_MODALITIES, ModalityNoise, is_ct, modality_noise
 from .models import (
     NOISE_MODELS,
     GaussianNoise,
@@ -51,4 +52,8 @@ __all__ = [
     "AddClinicalNoised",
     "AddScanNoised",
     "AppendNoiseLevelMapd",
+    "RICIAN_MODALITIES",
+    "ModalityNoise",
+    "is_ct",
+    "modality_noise",
 ]

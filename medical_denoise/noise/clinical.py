@@ -4,8 +4,10 @@
   simulation costs about 2 s per 512x512 slice, too slow for the training loop, so :class:`CTNoiseBankd`
   precomputes a few realisations per slice once (cached on disk) and :class:`AddClinicalNoised` scales a drawn one:
   the noise std goes as ``1/sqrt(I0)``, so a factor ``f`` stands for the dose ``I0 / f**2``.
-* MR (and any other grayscale modality): Rician noise whose per-channel std is a fraction of the volume's robust
-  range (the span of its percentile intensity mapping), applied to the magnitude in original units.
+* MR: Rician noise whose per-channel std is a fraction of the volume's robust range (the span of its percentile
+  intensity mapping), applied to the magnitude in original units.
+* Any other grayscale modality (CR/DX, NM, ultrasound, ...): Gaussian noise of a std that is such a fraction (no
+  Rician floor; :func:`~medical_denoise.noise.modality_noise`).
 
 Images are in the network range of their :class:`~medical_denoise.io.IntensityMapping` (``d[f"{key}_intensity"]``
 from :class:`~medical_denoise.data.LoadClinicald`); a std of ``s`` original units is ``s / (high - low)`` there.
@@ -26,6 +28,7 @@ from monai.transforms import MapTransform, Randomizable
 
 from medical_denoise.atomic import atomic_write
 from medical_denoise.noise.ct_lowdose import LowDoseCTNoise
+from medical_denoise.noise.modality import ModalityNoise, is_ct, modality_noise
 from medical_denoise.noise.transforms import stable_seed
 
 __all__ = ["AddClinicalNoised", "AddScanNoised", "CTNoiseBankd"]
@@ -87,7 +90,7 @@ class CTNoiseBankd(MapTransform):
         for key in self.key_iterator(d):
             info = d[f"{key}_{self.intensity_postfix}"]
             bank_key = f"{key}_{self.bank_postfix}"
-            if str(info["modality"]).upper() != "CT":
+            if not is_ct(info["modality"]):
                 d[bank_key] = None
                 continue
             d[bank_key] = self._bank(np.asarray(d[key], dtype=np.float32), info, str(d.get(self.seed_key, key)))
@@ -134,7 +137,9 @@ class AddClinicalNoised(Randomizable, MapTransform):
     * CT: with probability ``lowdose_prob`` (when a bank is present) the bank's noise of each slice times a factor
       drawn from ``lowdose_scale``; else Gaussian noise with a std drawn from ``ct_sigma_hu`` (HU). Pixels outside
       the field of view (below ``fov_hu``, the scanner's padding) get none, as on a scanner;
-    * other modalities: Rician noise with a per-channel std drawn from ``mr_sigma`` (fraction of the robust range).
+    * MR (:data:`~medical_denoise.noise.RICIAN_MODALITIES`): Rician noise with a per-channel std drawn from
+      ``mr_sigma`` (fraction of the robust range);
+    * other grayscale modalities: Gaussian noise with a std drawn from ``mr_sigma``, no floor.
 
     The drawn parameters go to ``d["noise_params"]`` and the std of the added noise, in the network range, to
     ``d[level_key]`` (Gaussian: the drawn std; Rician: the drawn per-channel std; low dose: the std of the added noise
@@ -147,7 +152,7 @@ class AddClinicalNoised(Randomizable, MapTransform):
         ct_sigma_hu: Gaussian std in HU, a value or a ``(low, high)`` range drawn uniformly.
         lowdose_prob: share of noisy CT samples that take low-dose noise from the bank.
         lowdose_scale: factor on the bank's noise (``f`` is a dose ``I0 / f**2``).
-        mr_sigma: Rician per-channel std as a fraction of the robust range.
+        mr_sigma: non-CT noise std (Rician: per channel) as a fraction of the robust range.
         seed: base seed when ``seed_key`` is set.
         seed_key: if set, the noise depends only on ``(seed, d[seed_key])``: the same noisy image in every run
             (validation); otherwise it comes from the transform's random state (training).
@@ -217,7 +222,7 @@ class AddClinicalNoised(Randomizable, MapTransform):
         span = float(info["high"]) - float(info["low"])
         if rng.random() < self.clean_prob:
             return slab.copy(), {"kind": "none", "level": 0.0, "std": 0.0}
-        if str(info["modality"]).upper() == "CT":
+        if is_ct(info["modality"]):
             inside = slab * span + float(info["low"]) >= self.fov_hu
             if bank is not None and indices is not None and rng.random() < self.lowdose_prob:
                 factor = float(rng.uniform(*self.lowdose_scale))
@@ -232,6 +237,9 @@ class AddClinicalNoised(Randomizable, MapTransform):
             noise = _per_slice_normal(rng, slab.shape, indices) * (sigma_hu / span)
             return slab + inside * noise, {"kind": "gaussian_hu", "level": sigma_hu, "std": sigma_hu / span}
         fraction = float(rng.uniform(*self.mr_sigma))
+        if modality_noise(info["modality"]) is ModalityNoise.ADDITIVE:
+            noise = _per_slice_normal(rng, slab.shape, indices) * fraction
+            return slab + noise, {"kind": "gaussian", "level": fraction, "std": fraction}
         low = float(info["low"]) / span  # Rician acts on the magnitude in original units, here rescaled by span
         n1, n2 = (_per_slice_normal(rng, slab.shape, indices) * fraction for _ in range(2))
         magnitude = np.sqrt((slab + low + n1) ** 2 + n2**2)
@@ -285,7 +293,7 @@ class AddScanNoised(Randomizable, MapTransform):
         rng = np.random.default_rng(self.R.randint(np.iinfo(np.int32).max))
         for key in self.key_iterator(d):
             info = d[f"{key}_{self.intensity_postfix}"]
-            if str(info["modality"]).upper() != "CT" or rng.random() >= self.prob:
+            if not is_ct(info["modality"]) or rng.random() >= self.prob:
                 continue
             span = float(info["high"]) - float(info["low"])
             slab = np.asarray(d[key], dtype=np.float32)

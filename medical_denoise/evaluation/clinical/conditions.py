@@ -6,9 +6,12 @@
 * CT, low dose: :class:`~medical_denoise.noise.LowDoseCTNoise` at a dose ``I0`` (photons per ray): projection-domain
   Poisson + electronic noise, reconstructed by FBP (streaky, correlated, strongest behind bone). Its std is measured
   in the body (clean HU above :data:`BODY_MIN_HU`) on every slice.
-* MR (and any other non-CT modality): Rician noise, the magnitude of the image plus complex Gaussian noise whose
-  per-channel std is a fraction of the volume's robust range (the span of its percentile mapping): the convention of
-  :class:`~medical_denoise.noise.AddClinicalNoised`.
+* MR (:data:`~medical_denoise.noise.RICIAN_MODALITIES`): Rician noise, the magnitude of the image plus complex
+  Gaussian noise whose per-channel std is a fraction of the volume's robust range (the span of its percentile
+  mapping): the convention of :class:`~medical_denoise.noise.AddClinicalNoised`.
+* Every other grayscale modality (CR/DX, NM/PET, ultrasound, ...): Gaussian noise with a std that is such a
+  fraction, no Rician floor. The family follows :func:`~medical_denoise.noise.modality_noise`, the rule inference
+  routes by, so a series is scored under the noise of the model that would denoise it.
 
 Images are in the network range of their :class:`~medical_denoise.io.IntensityMapping` (``(x - low) / (high - low)``,
 not clipped), so ``s`` original units are ``s / (high - low)`` there. The noise of slice ``z`` depends only on
@@ -26,7 +29,7 @@ from typing import Any
 import numpy as np
 from monai.utils import StrEnum
 
-from medical_denoise.noise import LowDoseCTNoise, stable_seed
+from medical_denoise.noise import LowDoseCTNoise, ModalityNoise, modality_noise, stable_seed
 
 __all__ = [
     "BODY_MIN_HU",
@@ -35,7 +38,6 @@ __all__ = [
     "NoiseKind",
     "NoisyVolume",
     "clinical_conditions",
-    "is_ct",
 ]
 
 #: CT pixels below this are the scanner's padding outside the reconstruction circle (-3024, -2048 or -2000 HU), not
@@ -51,11 +53,12 @@ class NoiseKind(StrEnum):
     GAUSSIAN_HU = "gaussian_hu"
     LOWDOSE = "ct_lowdose"
     RICIAN = "rician"
+    GAUSSIAN_RANGE = "gaussian_range"
 
-
-def is_ct(modality: str) -> bool:
-    """Whether a modality gets the CT conditions (everything else gets the MR ones)."""
-    return str(modality).upper() == "CT"
+    @property
+    def of_range(self) -> bool:
+        """Whether the level is a fraction of the robust range (else HU or a dose)."""
+        return self in (NoiseKind.RICIAN, NoiseKind.GAUSSIAN_RANGE)
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,7 @@ class NoiseCondition:
     Args:
         kind: the noise model.
         level: ``GAUSSIAN_HU``: std in HU; ``LOWDOSE``: ``I0`` in photons per ray; ``RICIAN``: per-channel std as a
-            fraction of the robust range.
+            fraction of the robust range; ``GAUSSIAN_RANGE``: std as a fraction of the robust range.
     """
 
     kind: NoiseKind
@@ -81,11 +84,14 @@ class NoiseCondition:
 
     @property
     def name(self) -> str:
-        """Short id used in files and seeds, e.g. ``ct_gaussian_25hu``, ``ct_lowdose_i0_3e+05``, ``mr_rician_5pct``."""
+        """Short id used in files and seeds, e.g. ``ct_gaussian_25hu``, ``ct_lowdose_i0_3e+05``, ``mr_rician_5pct``,
+        ``gaussian_5pct``."""
         if self.kind == NoiseKind.GAUSSIAN_HU:
             return f"ct_gaussian_{self.level:g}hu"
         if self.kind == NoiseKind.LOWDOSE:
             return f"ct_lowdose_i0_{self.level:.0e}"
+        if self.kind == NoiseKind.GAUSSIAN_RANGE:
+            return f"gaussian_{self.level * 100:g}pct"
         return f"mr_rician_{self.level * 100:g}pct"
 
     @property
@@ -95,6 +101,8 @@ class NoiseCondition:
             return f"Gaussian {self.level:g} HU"
         if self.kind == NoiseKind.LOWDOSE:
             return f"low dose I0={self.level:.0e}"
+        if self.kind == NoiseKind.GAUSSIAN_RANGE:
+            return f"Gaussian {self.level * 100:g}% of range"
         return f"Rician {self.level * 100:g}% of range"
 
     def degrade(self, clean: np.ndarray, info: Mapping[str, Any], rng: np.random.Generator) -> np.ndarray:
@@ -111,6 +119,8 @@ class NoiseCondition:
             offset = low / span  # Rician acts on the magnitude in original units (here rescaled by the span)
             n1, n2 = (rng.standard_normal(clean.shape, dtype=np.float32) * np.float32(self.level) for _ in range(2))
             return (np.sqrt((clean + offset + n1) ** 2 + n2**2) - offset).astype(np.float32)
+        if self.kind == NoiseKind.GAUSSIAN_RANGE:
+            return clean + rng.standard_normal(clean.shape, dtype=np.float32) * np.float32(self.level)
         hu = clean * span + low
         fov = hu > FOV_MIN_HU
         if self.kind == NoiseKind.GAUSSIAN_HU:
@@ -121,7 +131,7 @@ class NoiseCondition:
 
     def score_mask(self, clean: np.ndarray, info: Mapping[str, Any]) -> np.ndarray:
         """Pixels that are scored: the field of view of a CT slice, every pixel otherwise."""
-        if self.kind == NoiseKind.RICIAN:
+        if self.kind.of_range:
             return np.ones(np.shape(clean), dtype=bool)
         return np.asarray(clean) * (float(info["high"]) - float(info["low"])) + float(info["low"]) > FOV_MIN_HU
 
@@ -131,8 +141,11 @@ class NoiseCondition:
         Gaussian CT: the field of view. Low dose: the body (the noise varies across the slice; this is where it
         matters), or the field of view when a slice holds no body. Rician: pixels whose clean value is at least
         3 sigma, where the Rician distribution is close to Gaussian (the dark background is biased, not zero-mean).
+        Gaussian in % of the range: every pixel.
         """
         clean = np.asarray(clean)
+        if self.kind == NoiseKind.GAUSSIAN_RANGE:
+            return np.ones(clean.shape, dtype=bool)
         if self.kind == NoiseKind.RICIAN:
             magnitude = clean + float(info["low"]) / (float(info["high"]) - float(info["low"]))
             return magnitude >= 3.0 * self.level
@@ -148,20 +161,26 @@ def clinical_conditions(
     ct_sigma_hu: Sequence[float] = (10.0, 25.0, 50.0),
     ct_lowdose_i0: Sequence[float] = (1e6, 3e5),
     mr_sigma: Sequence[float] = (0.02, 0.05, 0.10),
+    gaussian_sigma: Sequence[float] = (0.02, 0.05, 0.10),
 ) -> list[NoiseCondition]:
-    """The conditions for one modality: Gaussian HU + low dose for CT, Rician for everything else.
+    """The conditions for one modality, by its noise family (:func:`~medical_denoise.noise.modality_noise`): Gaussian
+    HU + low dose for CT, Rician for MR, Gaussian in % of the range for every other grayscale modality.
 
     Args:
-        modality: the image's modality (``"CT"`` or other).
+        modality: the image's modality (``"CT"``, ``"MR"``, ``"DX"``, ...).
         ct_sigma_hu: CT Gaussian stds in HU.
         ct_lowdose_i0: CT low-dose simulations, photons per ray (noise std grows as ``1/sqrt(I0)``).
         mr_sigma: Rician per-channel stds, fractions of the robust range.
+        gaussian_sigma: stds for the other modalities, fractions of the robust range.
     """
-    if is_ct(modality):
+    family = modality_noise(modality)
+    if family is ModalityNoise.CT:
         return [NoiseCondition(NoiseKind.GAUSSIAN_HU, float(s)) for s in ct_sigma_hu] + [
             NoiseCondition(NoiseKind.LOWDOSE, float(i)) for i in ct_lowdose_i0
         ]
-    return [NoiseCondition(NoiseKind.RICIAN, float(s)) for s in mr_sigma]
+    if family is ModalityNoise.RICIAN:
+        return [NoiseCondition(NoiseKind.RICIAN, float(s)) for s in mr_sigma]
+    return [NoiseCondition(NoiseKind.GAUSSIAN_RANGE, float(s)) for s in gaussian_sigma]
 
 
 class NoisyVolume:

@@ -47,6 +47,7 @@ def evaluate_clinical_split(
     level_input: bool = False,
     ct_predictor: Callable[[np.ndarray], np.ndarray] | None = None,
     ct_checkpoint: str | Path | None = None,
+    gaussian_sigma: Sequence[float] = (0.02, 0.05, 0.10),
 ) -> ClinicalReport:
     """Score a 2.5D predictor (and sigma-aware baselines) on the held-out volumes of a datalist; write the report.
 
@@ -61,7 +62,7 @@ def evaluate_clinical_split(
         context: ``k`` neighbour slices on each side (the bundle's ``context_slices``).
         ct_sigma_hu: CT Gaussian noise stds in HU.
         ct_lowdose_i0: CT low-dose simulations, photons per ray.
-        mr_sigma: Rician per-channel stds as fractions of the robust range (MR and other non-CT images).
+        mr_sigma: Rician per-channel stds as fractions of the robust range (MR, and NIfTI of undetected modality).
         baselines: names among ``bm3d``, ``nlm``, ``tv``, ``wavelet``.
         seed: seed of the slice sample, the noise and the bootstrap.
         max_slices: a seeded random sample of this many slices per series; None: every slice.
@@ -72,9 +73,12 @@ def evaluate_clinical_split(
         progress: tqdm bars.
         level_input: the network takes a noise-level map (``DenoiseUNet(noise_level_input=True)``): it is also scored
             as ``model_sigma``, told the std the baselines get, next to the blind ``model``.
-        ct_predictor: scores CT volumes in place of ``predictor`` (the bundle's CT model); None: ``predictor``
-            scores every volume.
+        ct_predictor: scores the volumes without a Rician floor (CT and every non-MR grayscale modality, as
+            inference routes them) in place of ``predictor`` (the bundle's CT model); None: ``predictor`` scores
+            every volume.
         ct_checkpoint: the weights ``ct_predictor`` holds (named in the report only).
+        gaussian_sigma: Gaussian stds as fractions of the robust range for the other grayscale modalities (CR/DX,
+            NM, ultrasound, ...).
     """
     if context < 0:
         raise ValueError(f"context must be >= 0 slices, got {context}.")
@@ -103,6 +107,7 @@ def evaluate_clinical_split(
         max_slices,
         progress,
         ct_methods,
+        gaussian_sigma,
     )
     report = ClinicalReport(
         rows=rows,

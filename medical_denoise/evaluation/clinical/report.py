@@ -13,11 +13,11 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from medical_denoise.atomic import atomic_write
-from medical_denoise.evaluation.clinical.conditions import NoiseKind, is_ct
+from medical_denoise.evaluation.clinical.conditions import NoiseKind
 from medical_denoise.evaluation.clinical.runner import BASELINES, MODEL, NOISY, Example, SeriesSampling, SliceResult
 from medical_denoise.evaluation.metrics import SSIM_WIN_SIZE, bootstrap_ci
 from medical_denoise.evaluation.report import save_figure, write_csv
-from medical_denoise.noise import stable_seed
+from medical_denoise.noise import is_ct, stable_seed
 
 __all__ = [
     "ClinicalReport",
@@ -262,7 +262,7 @@ def format_markdown(report: ClinicalReport) -> str:
     k = int(s.get("context", 0))
     given = ", ".join(f"`{b}` = {BASELINES[b]}" for b in baselines) or "none"
     ct = s.get("ct_checkpoint", s.get("checkpoint"))
-    ct_note = f" (CT series: `{ct}`)" if ct != s.get("checkpoint") else ""
+    ct_note = f" (CT and other non-MR series: `{ct}`)" if ct != s.get("checkpoint") else ""
     lines = [
         "# Clinical evaluation: denoising in physical units",
         "",
@@ -292,10 +292,14 @@ def format_markdown(report: ClinicalReport) -> str:
             "`noise std` is measured where the clean magnitude is >= 3 sigma."
         ),
         (
+            "  * Other grayscale modalities (CR/DX, NM, ultrasound, ...): Gaussian noise, std as a % of the robust "
+            "range (no Rician floor), scored with the model inference routes them to (the CT model when given)."
+        ),
+        (
             "* Metrics per slice in the network range of the series' intensity map (CT: the fixed HU map, the same "
-            "for every scanner, so PSNR's peak is its width in HU; MR: the robust range), `data_range = 1`, no "
-            f"clipping; CT scored inside the field of view. SSIM: skimage, {SSIM_WIN_SIZE}x{SSIM_WIN_SIZE} uniform "
-            "window. RMSE in HU for CT, in % of the robust range for MR."
+            "for every scanner, so PSNR's peak is its width in HU; other modalities: the robust range), "
+            f"`data_range = 1`, no clipping; CT scored inside the field of view. SSIM: skimage, {SSIM_WIN_SIZE}x{SSIM_WIN_SIZE} uniform "
+            "window. RMSE in HU for CT, in % of the robust range otherwise."
         ),
         (
             f"* Intervals: {pct} percentile bootstrap over slices ({s.get('resamples', 2000)} resamples; per modality "
@@ -342,7 +346,7 @@ def _plot_psnr(summary: Sequence[SummaryRow], path: Path) -> Path:
         for method in dict.fromkeys(r.method for r in prow):
             mrows = sorted((r for r in prow if r.method == method), key=lambda r: r.noise_std)
             x = [r.level if kind != NoiseKind.LOWDOSE else r.noise_std for r in mrows]
-            if kind == NoiseKind.RICIAN:
+            if NoiseKind(kind).of_range:
                 x = [v * 100 for v in x]
             y = np.array([r.psnr_mean for r in mrows])
             err = np.nan_to_num(np.array([[r.psnr_mean - r.psnr_low, r.psnr_high - r.psnr_mean] for r in mrows]).T)
@@ -351,6 +355,7 @@ def _plot_psnr(summary: Sequence[SummaryRow], path: Path) -> Path:
             NoiseKind.GAUSSIAN_HU: "Gaussian noise std (HU)",
             NoiseKind.LOWDOSE: "low-dose noise std in the body (HU, measured)",
             NoiseKind.RICIAN: "Rician std (% of robust range)",
+            NoiseKind.GAUSSIAN_RANGE: "Gaussian std (% of robust range)",
         }[NoiseKind(kind)]
         ax.set_xlabel(xlabel)
         ax.set_ylabel("PSNR dB (network range), mean and CI")
@@ -358,6 +363,7 @@ def _plot_psnr(summary: Sequence[SummaryRow], path: Path) -> Path:
             NoiseKind.GAUSSIAN_HU: "Gaussian",
             NoiseKind.LOWDOSE: "low-dose simulation",
             NoiseKind.RICIAN: "Rician",
+            NoiseKind.GAUSSIAN_RANGE: "Gaussian",
         }
         ax.set_title(f"{modality}: {title[NoiseKind(kind)]} noise", fontsize=9)
         ax.grid(True, alpha=0.3)

@@ -2,7 +2,8 @@
 
 Per test volume (read by the bundle's :class:`~medical_denoise.data.LoadClinicald`, not clipped): choose the slices
 (every slice, or a seeded random sample of ``max_slices``), and for every slice and noise condition of its modality
-(see :mod:`.conditions`) build the noisy slab of ``2k + 1`` slices once. Every method then gets its own copy of it:
+(see :mod:`.conditions`: CT, Rician for MR, Gaussian for the other grayscale modalities) build the noisy slab of
+``2k + 1`` slices once. Every method then gets its own copy of it:
 
 * ``noisy``: the noisy centre slice itself;
 * ``model``: the predictor on the slab (2.5D in, centre slice out), blind: it is never told the noise level (a
@@ -38,10 +39,9 @@ from medical_denoise.evaluation.clinical.conditions import (
     NoiseKind,
     NoisyVolume,
     clinical_conditions,
-    is_ct,
 )
 from medical_denoise.evaluation.metrics import masked_psnr, masked_ssim
-from medical_denoise.noise import stable_seed
+from medical_denoise.noise import ModalityNoise, is_ct, modality_noise, stable_seed
 
 __all__ = [
     "BASELINES",
@@ -380,10 +380,12 @@ def evaluate_items(
     max_slices: int | None = 20,
     progress: bool = True,
     ct_methods: Mapping[str, SliceMethod] | None = None,
+    gaussian_sigma: Sequence[float] = (0.02, 0.05, 0.10),
 ) -> tuple[list[SliceResult], list[SeriesSampling], list[Example]]:
     """Load and score each datalist entry in turn (one volume in memory at a time); see :func:`evaluate_volume`.
 
-    CT volumes are scored with ``ct_methods`` when given (the same names, a CT model in place of the shared one).
+    Volumes without a Rician floor (CT and every non-MR grayscale modality) are scored with ``ct_methods`` when given
+    (the same names, the CT model in place of the shared one): the model inference routes them to.
     """
     rows: list[SliceResult] = []
     samplings: list[SeriesSampling] = []
@@ -391,12 +393,13 @@ def evaluate_items(
     for i, item in enumerate(items):
         start = time.perf_counter()
         volume = load_volume(item, load_transform)
-        conditions = clinical_conditions(volume.modality, ct_sigma_hu, ct_lowdose_i0, mr_sigma)
+        conditions = clinical_conditions(volume.modality, ct_sigma_hu, ct_lowdose_i0, mr_sigma, gaussian_sigma)
         logger.info(
             "[%d/%d] %s: %s %s, %s; conditions %s", i + 1, len(items), volume.image_id, volume.modality,
             "x".join(map(str, volume.clean.shape)), volume.info.get("kind"), [c.name for c in conditions],
         )  # fmt: skip
-        chosen = ct_methods if ct_methods is not None and is_ct(volume.modality) else methods
+        rician = modality_noise(volume.modality) is ModalityNoise.RICIAN
+        chosen = ct_methods if ct_methods is not None and not rician else methods
         r, s, e = evaluate_volume(volume, chosen, conditions, context, seed, max_slices, progress)
         rows += r
         samplings.append(s)
