@@ -167,6 +167,17 @@ def test_other_grayscale_modalities_get_gaussian_noise_without_a_floor(modality)
     assert dark.std() == pytest.approx(0.05, rel=0.1) and abs(dark.mean()) < 0.005 and dark.min() < -0.05
 
 
+def test_noise_families_override_the_modality_rule_except_for_ct():
+    info = {"low": 0.0, "high": 800.0, "modality": "MR"}
+    t = AddClinicalNoised("image", clean_prob=0.0, mr_sigma=0.05, seed_key="id", families={"mr": "additive"})
+    dark = t({"image": _slab(0.0), "image_intensity": info, "id": "a"})["image"].numpy()
+    assert abs(dark.mean()) < 0.005 and dark.std() == pytest.approx(0.05, rel=0.1)  # Gaussian: no Rayleigh floor
+    with pytest.raises(ValueError, match="CT's noise"):
+        AddClinicalNoised("image", families={"CT": "additive"})
+    with pytest.raises(ValueError):
+        AddClinicalNoised("image", families={"MR": "poisson"})
+
+
 def test_level_map_carries_the_drawn_noise_std():
     t = Compose([
         AddClinicalNoised("image", clean_prob=0.0, mr_sigma=(0.01, 0.1), seed_key="id"),

@@ -161,6 +161,8 @@ class AddClinicalNoised(Randomizable, MapTransform):
         index_key: where :class:`~medical_denoise.data.ClinicalSlabd` put the slab's slice indices.
         fov_hu: CT values below this are padding outside the reconstruction circle (-3024 HU, -2048 HU, ...).
         level_key: where the std of the added noise goes.
+        families: noise family per non-CT modality in place of :func:`~medical_denoise.noise.modality_noise`'s,
+            e.g. ``{"MR": "additive"}`` to teach an additive-noise model on MR anatomy.
         allow_missing_keys: don't fail on missing keys.
     """
 
@@ -179,9 +181,13 @@ class AddClinicalNoised(Randomizable, MapTransform):
         index_key: str = "slab_indices",
         fov_hu: float = -2000.0,
         level_key: str = "noise_std",
+        families: Mapping[str, str] | None = None,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
+        self.families = {str(m).upper(): ModalityNoise(f) for m, f in (families or {}).items()}
+        if any(m == "CT" or f is ModalityNoise.CT for m, f in self.families.items()):
+            raise ValueError(f"families: CT's noise (HU, low dose) is fixed; got {dict(families)}.")
         for name, p in (("clean_prob", clean_prob), ("lowdose_prob", lowdose_prob)):
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {p}.")
@@ -237,7 +243,8 @@ class AddClinicalNoised(Randomizable, MapTransform):
             noise = _per_slice_normal(rng, slab.shape, indices) * (sigma_hu / span)
             return slab + inside * noise, {"kind": "gaussian_hu", "level": sigma_hu, "std": sigma_hu / span}
         fraction = float(rng.uniform(*self.mr_sigma))
-        if modality_noise(info["modality"]) is ModalityNoise.ADDITIVE:
+        family = self.families.get(str(info["modality"]).upper()) or modality_noise(info["modality"])
+        if family is ModalityNoise.ADDITIVE:
             noise = _per_slice_normal(rng, slab.shape, indices) * fraction
             return slab + noise, {"kind": "gaussian", "level": fraction, "std": fraction}
         low = float(info["low"]) / span  # Rician acts on the magnitude in original units, here rescaled by span
