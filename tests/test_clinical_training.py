@@ -250,3 +250,20 @@ def test_bundle_trains_the_2_5d_clinical_generator_on_nifti_and_dicom(clinical_d
     first = next(v for k, v in state.items() if k.endswith("weight") and v.ndim == 4)
     assert first.shape[1] == 4  # the slice, its two neighbours and the noise-level map
     assert list((out / "images").glob("combined_epoch_*.png"))
+
+
+def test_ct_overlay_trains_on_cleaned_ct_and_mr_anatomy_under_additive_noise(tmp_path):
+    """configs/clinical_ct.yaml (the CT model's stage 2): cleaned CT targets, kept scan noise, MR drawn as often as CT
+    with Gaussian noise (no Rician floor), as docs/clinical_results.md states."""
+    from monai.bundle import ConfigParser
+
+    from medical_denoise.data import CleanTargetsd
+    from medical_denoise.noise import AddClinicalNoised, AddScanNoised, ModalityNoise
+
+    parser = ConfigParser()
+    parser.read_config([BUNDLE / "configs" / n for n in ("train.yaml", "clinical.yaml", "clinical_ct.yaml")])
+    parser.update({"bundle_root": str(BUNDLE), "noise_cache_dir": str(tmp_path)})
+    transforms = {type(t): t for t in parser.get_parsed_content("train#preprocessing").transforms}
+    assert transforms[AddClinicalNoised].families == {"MR": ModalityNoise.ADDITIVE}
+    assert transforms[CleanTargetsd].modalities == {"CT"} and transforms[AddScanNoised].prob == 0.5
+    assert parser.get_parsed_content("modality_shares") == {"CT": 1, "MR": 1}
