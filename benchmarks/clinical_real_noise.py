@@ -26,6 +26,7 @@ from medical_denoise.atomic import atomic_write
 from medical_denoise.data import LoadClinicald
 from medical_denoise.evaluation import BM3DDenoiser
 from medical_denoise.evaluation.clinical import FOV_MIN_HU, display_window, load_volume
+from medical_denoise.io.predict import slab_indices
 from medical_denoise.networks import bundle_predictor
 from medical_denoise.noise import estimate_noise_level
 
@@ -67,7 +68,7 @@ def main() -> None:
     predictor = bundle_predictor(args.bundle_dir, args.checkpoint, ["configs/train.yaml", "configs/clinical.yaml"],
                                  self_ensemble=False)  # fmt: skip
     k = (predictor.network.in_channels - 1) // 2
-    slab = np.stack([vol.clean[..., min(max(z + o, 0), depth - 1)] for o in range(-k, k + 1)])
+    slab = np.moveaxis(vol.clean[..., slab_indices(depth, z, z + 1, k)[0]], -1, 0)  # (2k + 1, H, W)
     image = slab[k]
     start = time.perf_counter()
     model = predictor.numpy(slab)[0]

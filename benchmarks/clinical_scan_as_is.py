@@ -19,6 +19,7 @@ import numpy as np
 from medical_denoise.data import LoadClinicald
 from medical_denoise.evaluation.clinical import FOV_MIN_HU, choose_slices, load_volume
 from medical_denoise.evaluation.metrics import masked_psnr, masked_ssim
+from medical_denoise.io.predict import slab_indices
 from medical_denoise.networks import bundle_predictor
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,7 +48,7 @@ def main() -> None:
         k = (predictor.network.in_channels - 1) // 2
         scores = []
         for z in slices:
-            slab = np.stack([vol.clean[..., min(max(z + o, 0), depth - 1)] for o in range(-k, k + 1)])
+            slab = np.moveaxis(vol.clean[..., slab_indices(depth, z, z + 1, k)[0]], -1, 0)  # (2k + 1, H, W)
             image, out = slab[k], predictor.numpy(slab)[0]
             fov = image * span + low > FOV_MIN_HU
             rmse = float(np.sqrt(np.mean((out[fov] - image[fov]).astype(np.float64) ** 2))) * span

@@ -138,14 +138,12 @@ class NoiseCondition:
     def std_mask(self, clean: np.ndarray, info: Mapping[str, Any]) -> np.ndarray:
         """Pixels the noise std is measured on.
 
-        Gaussian CT: the field of view. Low dose: the body (the noise varies across the slice; this is where it
-        matters), or the field of view when a slice holds no body. Rician: pixels whose clean value is at least
-        3 sigma, where the Rician distribution is close to Gaussian (the dark background is biased, not zero-mean).
-        Gaussian in % of the range: every pixel.
+        Gaussian: the scored pixels (CT: the field of view; in % of the range: every pixel). Low dose: the body (the
+        noise varies across the slice; this is where it matters), or the field of view when a slice holds no body.
+        Rician: pixels whose clean value is at least 3 sigma, where the Rician distribution is close to Gaussian (the
+        dark background is biased, not zero-mean).
         """
         clean = np.asarray(clean)
-        if self.kind == NoiseKind.GAUSSIAN_RANGE:
-            return np.ones(clean.shape, dtype=bool)
         if self.kind == NoiseKind.RICIAN:
             magnitude = clean + float(info["low"]) / (float(info["high"]) - float(info["low"]))
             return magnitude >= 3.0 * self.level

@@ -298,8 +298,8 @@ def format_markdown(report: ClinicalReport) -> str:
         (
             "* Metrics per slice in the network range of the series' intensity map (CT: the fixed HU map, the same "
             "for every scanner, so PSNR's peak is its width in HU; other modalities: the robust range), "
-            f"`data_range = 1`, no clipping; CT scored inside the field of view. SSIM: skimage, {SSIM_WIN_SIZE}x{SSIM_WIN_SIZE} uniform "
-            "window. RMSE in HU for CT, in % of the robust range otherwise."
+            "`data_range = 1`, no clipping; CT scored inside the field of view. SSIM: skimage, "
+            f"{SSIM_WIN_SIZE}x{SSIM_WIN_SIZE} uniform window. RMSE in HU for CT, in % of the robust range otherwise."
         ),
         (
             f"* Intervals: {pct} percentile bootstrap over slices ({s.get('resamples', 2000)} resamples; per modality "
