@@ -203,3 +203,39 @@ def test_unreadable_images_are_all_listed_before_training(tmp_path):
     prepare_datalist(data, out, skip_bad=True)
     listed = [r["id"] for k in ("training", "validation", "test") for r in json.loads(out.read_text())[k]]
     assert len(listed) == 24 - 4 and "ISIC_0001" not in listed
+
+
+def test_collate_shared_keys_batches_entries_whose_optional_keys_differ():
+    from medical_denoise.data import collate_shared_keys
+
+    a = {"image": torch.zeros(1, 4, 4), "id": "a", "dx": "nv", "meta": {"range": 1.0, "spacing": 0.5}}
+    b = {"image": torch.ones(1, 4, 4), "id": "b", "meta": {"range": 2.0}}
+    batch = collate_shared_keys([[a, a], b])  # crop samples come as lists
+    assert set(batch) == {"image", "id", "meta"} and set(batch["meta"]) == {"range"}
+    assert batch["image"].shape == (3, 1, 4, 4) and batch["id"] == ["a", "a", "b"]
+    assert torch.equal(batch["meta"]["range"], torch.tensor([1.0, 1.0, 2.0], dtype=torch.float64))
+
+
+def test_clinical_training_loader_mixes_photo_and_volume_entries_with_different_keys(tmp_path):
+    """A curated datalist mixing a dermoscopy photo (with its "dx") and a NIfTI volume batches in the bundle's own
+    training loader (PyTorch's default collate failed on the first entry without "dx")."""
+    import nibabel as nib
+    from monai.bundle import ConfigParser
+
+    from tests.utils import BUNDLE
+
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 48, 3), dtype=np.uint8)).save(tmp_path / "p.png")
+    nib.save(nib.Nifti1Image(np.random.default_rng(1).random((48, 48, 3)).astype(np.float32), np.eye(4)),
+             tmp_path / "v.nii.gz")  # fmt: skip
+    entries = [{"image": "p.png", "id": "p", "modality": "photo", "dx": "nv"}, {"image": "v.nii.gz", "id": "v"}]
+    (tmp_path / "list.json").write_text(
+        json.dumps({"dataset_dir": ".", "training": entries, "validation": entries[1:]})
+    )
+    parser = ConfigParser()
+    parser.read_config([BUNDLE / "configs" / n for n in ("train.yaml", "clinical.yaml")])
+    parser.update({"bundle_root": str(BUNDLE), "noise_cache_dir": str(tmp_path / "bank"), "num_workers": 0,
+                   "datalist_file": str(tmp_path / "list.json"), "output_dir": str(tmp_path / "run"),
+                   "patch_size": [32, 32], "samples_per_image": 2, "train#sampler": None})  # fmt: skip
+    batch = next(iter(parser.get_parsed_content("train#dataloader")))  # both entries (no weighted draws)
+    assert batch["image"].shape[0] == 4 and batch["label"].shape[2:] == (32, 32)
+    assert "dx" not in batch

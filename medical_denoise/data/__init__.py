@@ -9,6 +9,7 @@ from .clinical import (
     clinical_format,
     find_clinical_images,
 )
+from .collate import collate_shared_keys
 from .embedded import prepare_embedded_dataset, resolve_dataset_dir
 from .layouts import find_images
 from .records import ImageRecord
@@ -29,6 +30,7 @@ __all__ = [
     "balanced_weights",
     "training_sampler",
     "check_clinical_overlay",
+    "collate_shared_keys",
     "clinical_format",
     "find_clinical_images",
     "datalist_root",
