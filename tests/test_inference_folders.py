@@ -234,6 +234,24 @@ def test_folder_of_two_series_and_a_sub_folder(tmp_path):
     assert names == sorted([f.name for f in first] + ["z0.dcm", "z1.dcm"] + [f"sub/{f.name}" for f in sub])
 
 
+def test_a_failed_series_is_named_by_its_files_not_by_the_folder_it_shares(tmp_path):
+    import pydicom
+
+    src = tmp_path / "in"
+    good = make_series(src, n=2, seed=1)
+    for k, f in enumerate(make_series(tmp_path / "tmp", n=2, seed=2)):
+        shutil.move(f, src / f"z{k}.dcm")
+    ds = pydicom.dcmread(src / "z1.dcm")  # one slice of the second series of another size
+    ds.PixelData, ds.Rows, ds.Columns = ds.pixel_array[:64, :64].tobytes(), 64, 64
+    ds.save_as(src / "z1.dcm")
+    with pytest.raises(FailedInputsError) as err:
+        run(src, tmp_path / "out")
+    [(path, reason)] = err.value.failures
+    assert path == src / "z0.dcm" and reason.startswith(f"{src / 'z0.dcm'} (series of 2 files): ")
+    assert str(src / "z0.dcm") in str(err.value).splitlines()[0]  # not just the folder both series share
+    assert sorted(os.listdir(tmp_path / "out")) == sorted(f.name for f in good)
+
+
 def test_a_folder_that_is_one_series_is_still_written_as_a_folder(tmp_path):
     files = make_series(tmp_path / "ser", n=2)
     (tmp_path / "ser" / "README").write_text("not a slice")

@@ -81,6 +81,11 @@ class InputItem:
     files: tuple[Path, ...] = ()
 
     @property
+    def label(self) -> str:
+        """How messages name the item: the file, or a series' first file and its size (a folder may hold several)."""
+        return f"{self.files[0]} (series of {len(self.files)} files)" if self.files else str(self.path)
+
+    @property
     def inputs(self) -> tuple[Path, ...]:
         """Every input file of the item."""
         return self.files or (self.path,)
@@ -96,7 +101,8 @@ class FailedInputsError(ValueError):
     """Some inputs of a folder run failed; the others were written (one line, then one line per failure).
 
     Attributes:
-        failures: ``(input, one-line reason)`` of each failed input.
+        failures: ``(input, one-line reason)`` of each failed input (a series: its first file; the reason names the
+            series).
         written: the files written by the run.
         skipped: how many inputs were skipped because their outputs already existed.
     """
@@ -408,10 +414,10 @@ def denoise_path(
         except Exception as e:  # noqa: BLE001  (whatever went wrong, it went wrong for this input only)
             if len(items) == 1:
                 raise
-            reason = _one_line(e, item.path)
+            reason = _one_line(e, item)
             logger.error("%s", reason)
-            logger.debug("%s failed", item.path, exc_info=True)
-            failures.append((item.path, reason))
+            logger.debug("%s failed", item.label, exc_info=True)
+            failures.append((item.inputs[0], reason))
     skipped = sum(done)
     summary = "%s: %d input(s) written (%d files), %d skipped (outputs already there), %d failed"
     args = (output_dir, len(todo) - len(failures), len(written), skipped, len(failures))
@@ -436,13 +442,16 @@ def _option(name: str, value, kind: type, low: float | None = None):
     return number
 
 
-def _one_line(error: BaseException, source: Path) -> str:
-    """The first line of ``error``, naming ``source`` (errors of readers and writers already start with it)."""
+def _one_line(error: BaseException, item: InputItem) -> str:
+    """The first line of ``error``, naming ``item`` (errors of readers and writers already start with its file)."""
     lines = str(error).strip().splitlines()
     text = lines[0] if lines else ""
     if not isinstance(error, (ValueError, OSError)):
         text = f"{type(error).__name__}: {text}" if text else type(error).__name__
-    return text if str(source) in text else f"{source}: {text}"
+    if item.files:  # a series: its folder alone does not say which of the folder's series failed
+        folder = f"{item.path}: "
+        return f"{item.label}: {text[len(folder) :] if text.startswith(folder) else text}"
+    return text if str(item.path) in text else f"{item.path}: {text}"
 
 
 def _as_router(predictor, model_channels: int | None, modality: str | None, scale: int) -> ModelRouter:
