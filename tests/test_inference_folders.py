@@ -252,6 +252,24 @@ def test_a_failed_series_is_named_by_its_files_not_by_the_folder_it_shares(tmp_p
     assert sorted(os.listdir(tmp_path / "out")) == sorted(f.name for f in good)
 
 
+def test_multi_frame_files_of_one_series_are_each_a_volume_of_their_own(tmp_path):
+    """Cine clips of one ultrasound exam, or enhanced multi-frame MR split over files, share a series; each file is
+    a volume (grouping them as one series failed every one of them)."""
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("clip1.dcm", "clip2.dcm"):
+        ds = pydicom.dcmread(dicom_file("emri_small.dcm"))  # 10 frames
+        ds.SOPInstanceUID = generate_uid()
+        ds.save_as(src / name)
+    assert [(i.path.name, i.files) for i in collect_inputs(src)] == [("clip1.dcm", ()), ("clip2.dcm", ())]
+    predictor = Recording()
+    assert sorted(p.name for p in run(src, tmp_path / "out", predictor)) == ["clip1.dcm", "clip2.dcm"]
+    assert sum(shape[0] for shape in predictor.shapes) == 20  # 10 frames each
+
+
 def test_a_folder_that_is_one_series_is_still_written_as_a_folder(tmp_path):
     files = make_series(tmp_path / "ser", n=2)
     (tmp_path / "ser" / "README").write_text("not a slice")

@@ -101,6 +101,31 @@ def test_series_falls_back_to_instance_number(tmp_path):
     assert list(image.files) == files[::-1]  # InstanceNumber was reversed
 
 
+def set_instance_number(ds: pydicom.Dataset, value: bytes) -> None:
+    """Store ``value`` as InstanceNumber as it is (pydicom refuses to assign a value that is not a number)."""
+    from pydicom.dataelem import RawDataElement
+    from pydicom.tag import Tag
+
+    ds._dict[Tag(0x00200013)] = RawDataElement(Tag(0x00200013), "IS", len(value), value, 0, False, True)
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR IS")
+@pytest.mark.parametrize("value", [b"", b"1A"])  # empty (a legal type 2 value), or not a number
+def test_empty_or_invalid_instance_number_is_not_an_error(tmp_path, value):
+    ds = pydicom.dcmread(dicom_file("CT_small.dcm"))
+    set_instance_number(ds, value)
+    ds.save_as(tmp_path / "one.dcm")
+    assert read_image(tmp_path / "one.dcm").array.shape == (1, 128, 128)
+    files = make_series(tmp_path / "s", n=3)
+    for f in files:  # no geometry: the order falls back to InstanceNumber, then to file names
+        ds = pydicom.dcmread(f)
+        del ds.ImagePositionPatient
+        if f == files[1]:
+            set_instance_number(ds, value)
+        ds.save_as(f, enforce_file_format=True)
+    assert list(read_image(tmp_path / "s").files) == sorted(files)
+
+
 # ------------------------------------------------------------------------------------------------ NIfTI
 
 

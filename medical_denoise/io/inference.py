@@ -135,9 +135,13 @@ def _looks_dicom(path: Path) -> bool:
 
 
 def _series_uid(path: Path) -> str | None:
-    """SeriesInstanceUID from the header, "" if the file has none, None if the header cannot be read."""
+    """SeriesInstanceUID from the header, "" if the file has none, None if the header cannot be read or the file
+    is multi-frame (a cine clip or an enhanced multi-frame image is a volume of its own, even when other files
+    share its series)."""
     try:
-        ds = read_dicom_header(path, specific_tags=["SeriesInstanceUID"])
+        ds = read_dicom_header(path, specific_tags=["SeriesInstanceUID", "NumberOfFrames"])
+        if int(ds.get("NumberOfFrames") or 1) > 1:
+            return None
     except Exception:  # noqa: BLE001  (pydicom raises many types on damaged or foreign files)
         return None
     return str(ds.get("SeriesInstanceUID", ""))
@@ -146,8 +150,9 @@ def _series_uid(path: Path) -> str | None:
 def _dicom_items(folder: Path, files: list[Path]) -> list[InputItem]:
     """DICOM ``files`` of ``folder`` grouped by SeriesInstanceUID, in file-name order of each group's first file.
 
-    A series of several files is one item (a volume, written as one derived series); a series of one file, and a
-    file whose header cannot be read (read_image then reports it), is an item of its own.
+    A series of several single-frame files is one item (a volume, written as one derived series); a series of one
+    file, a multi-frame file, and a file whose header cannot be read (read_image then reports it), is an item of
+    its own.
     """
     groups: dict[str, list[Path]] = {}
     items: list[tuple[Path, InputItem]] = []
@@ -166,8 +171,8 @@ def collect_inputs(input_path: str | Path, exclude: str | Path | None = None) ->
     """What :func:`denoise_path` processes, each read on its own.
 
     A file is itself. In a folder, DICOM files (by suffix or the DICM magic, and files without suffix) are grouped
-    by SeriesInstanceUID: a series of several files is one item, read as one volume, and any other DICOM file is an
-    item of its own; NIfTI/PNG/JPEG/TIFF files are items of their own. So a folder holding one series is that
+    by SeriesInstanceUID: a series of several single-frame files is one item, read as one volume, and any other
+    DICOM file (a multi-frame file among them) is an item of its own; NIfTI/PNG/JPEG/TIFF files are items of their own. So a folder holding one series is that
     series, a folder of single files from different series gives each file, and a stray DICOM file next to PNG or
     NIfTI files is just one more input. Sub-folders (one level deep) give their DICOM items. Files with unsupported
     suffixes (CSV metadata, notes) are skipped with a log message.

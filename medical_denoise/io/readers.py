@@ -286,13 +286,22 @@ def _slice_order(datasets: Sequence, files: Sequence[Path]) -> list[int]:
             raise ValueError("missing or inconsistent geometry")
         normal = np.cross(iops[0, :3], iops[0, 3:])
         positions = ipps @ normal
-        instance = [int(ds.get("InstanceNumber", 0) or 0) for ds in datasets]
+        instance = [_instance_number(ds) or 0 for ds in datasets]
         return sorted(index, key=lambda i: (positions[i], instance[i], files[i].name))
     except (AttributeError, ValueError, TypeError, IndexError):
         pass
-    if all("InstanceNumber" in ds for ds in datasets):
-        return sorted(index, key=lambda i: (int(datasets[i].InstanceNumber), files[i].name))
-    return index
+    numbers = [_instance_number(ds) for ds in datasets]
+    if all(n is not None for n in numbers):
+        return sorted(index, key=lambda i: (numbers[i], files[i].name))
+    return sorted(index, key=lambda i: files[i].name)
+
+
+def _instance_number(ds) -> int | None:
+    """InstanceNumber as an integer; None when absent, empty (a legal type 2 value) or not a number."""
+    try:
+        return int(ds.get("InstanceNumber"))
+    except (TypeError, ValueError):
+        return None
 
 
 def _read_dicom(path: Path, files: Sequence[str | Path] | None = None) -> LoadedImage:
