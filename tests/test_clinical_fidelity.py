@@ -255,7 +255,9 @@ def test_noise_free_input_comes_back_unchanged_through_the_bundle_network(tmp_pa
 # default router (CT -> clinical_ct.pt, MR -> clinical.pt, the 8-fold self-ensemble on these small inputs, noise level
 # estimated) gives 693_UNCR 70.8 dB, CT_small 49.8 dB and MR_small 45.9 dB, whose own scanner noise the model partly
 # removes (docs/clinical_results.md, "Noise-free input"). Raise the floors when better weights ship.
-SHIPPED_FLOORS = {"CT_small.dcm": (45.0, 2.0), "MR_small.dcm": (45.0, None), "693_UNCR.dcm": (45.0, 2.0)}
+SHIPPED_FLOORS = {"CT_small.dcm": (45.0, 2.0), "MR_small.dcm": (45.0, None), "693_UNCR.dcm": (45.0, 2.0),
+                  "vlut_04.dcm": (45.0, None)}  # fmt: skip
+# vlut_04.dcm: a noise-free SMPTE test pattern (OT -> the CT model): 66.0 dB under the change limit (22.1 without)
 
 
 @pytest.mark.skipif(not (BUNDLE / "models" / "clinical.pt").is_file(),

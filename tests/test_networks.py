@@ -121,10 +121,22 @@ def test_wavelet_noise_std_matches_skimage_and_ignores_constant_regions():
     noisy = image + rng.normal(0.0, 0.05, image.shape)
     ours = float(wavelet_noise_std(torch.from_numpy(noisy)[None, None])[0])
     assert ours == pytest.approx(estimate_sigma(noisy), rel=0.02) and ours == pytest.approx(0.05, rel=0.15)
-    padded = np.zeros((512, 1024))
-    padded[:, :512] = noisy  # half the image is exact padding: its zero coefficients must not pull the median down
-    assert float(wavelet_noise_std(torch.from_numpy(padded)[None, None])[0]) == pytest.approx(ours, rel=0.02)
+    for fill in (noisy.min() - 1.0, noisy.max() + 1.0):  # padding below the image (CT's -3024), saturation above
+        padded = np.full((512, 1024), fill)
+        padded[:, :512] = noisy  # half the image is exact padding: its zero coefficients must not pull the median down
+        assert float(wavelet_noise_std(torch.from_numpy(padded)[None, None])[0]) == pytest.approx(ours, rel=0.02)
     assert float(wavelet_noise_std(torch.zeros(1, 1, 8, 8))[0]) == 0.0
+
+
+def test_wavelet_noise_std_of_a_noise_free_test_pattern_is_zero():
+    """Flat patches at many grey levels with sharp, odd-aligned edges (a display test pattern): no noise. Leaving
+    out every zero coefficient, as padding needs, measured only the edges (95 of 255 on pydicom's vlut_04.dcm)."""
+    from medical_denoise.noise import wavelet_noise_std
+
+    pattern = np.kron(np.random.default_rng(1).integers(0, 11, (9, 9)) / 10.0, np.ones((23, 23)))
+    assert float(wavelet_noise_std(torch.from_numpy(pattern)[None, None])[0]) == 0.0
+    noisy = pattern + np.random.default_rng(2).normal(0.0, 0.02, pattern.shape)  # and noise is still measured
+    assert float(wavelet_noise_std(torch.from_numpy(noisy)[None, None])[0]) == pytest.approx(0.02, rel=0.15)
 
 
 def _level_net(**kwargs):
@@ -151,6 +163,33 @@ def test_level_conditioned_generator_takes_a_level_map_or_estimates_it():
         net(torch.rand(1, 5, 16, 16))
     with pytest.raises(ValueError, match=r"expected \(N, 3"):
         _level_net()(told)  # without a level input the extra channel is refused
+
+
+def test_change_limit_bounds_the_change_by_the_noise_level_in_eval_mode_only():
+    from medical_denoise.noise import wavelet_noise_std
+
+    net = _level_net(noise_level_input=True, change_limit=4.0, change_floor=0.01)
+    with torch.no_grad():
+        for p in net.parameters():  # a network that changes the image a lot
+            p.add_(torch.randn_like(p))
+    slab = torch.rand(2, 3, 32, 32)
+    zero = torch.cat([slab, torch.zeros_like(slab[:, :1])], dim=1)
+    told = torch.cat([slab, torch.full_like(slab[:, :1], 0.05)], dim=1)
+    with torch.no_grad():
+        assert (net(zero) - slab[:, 1:2]).abs().max() > 0.3  # training mode: never limited
+        net.eval()
+        assert (net(zero) - slab[:, 1:2]).abs().max() <= 0.01 + 1e-6  # told no noise: back within the floor
+        change = (net(told) - slab[:, 1:2]).abs()
+        assert change.max() <= 4 * 0.05 + 0.01 + 1e-6 and change.max() > 0.15
+        blind = (net(slab) - slab[:, 1:2]).abs().amax(dim=(1, 2, 3))
+        assert (blind <= 4 * wavelet_noise_std(slab[:, 1:2]) + 0.01 + 1e-6).all()
+        assert torch.allclose(torch.jit.script(net)(slab), net(slab), atol=1e-6)
+    rgb = DenoiseUNet(in_channels=3, channels=(8, 16), strides=(2,), num_res_units=1, change_limit=4.0).eval()
+    flat = torch.full((1, 3, 16, 16), 0.5)  # no level input: estimated (0 on a flat image)
+    with torch.no_grad():
+        assert (rgb(flat) - flat).abs().max() <= 0.5 / 255 + 1e-6
+    with pytest.raises(ValueError, match="change_limit"):
+        _level_net(change_limit=0.0)
 
 
 def test_widened_weights_keep_what_the_blind_model_computed(tmp_path):

@@ -36,6 +36,16 @@ class DenoiseUNet(nn.Module):
             predicts the clean image directly, which trained faster on photographs
             (``benchmarks/residual_vs_direct.py``). With ``in_channels = (2k + 1) * out_channels`` (a 2.5D stack
             of neighbouring slices) the noise is subtracted from the centre ``out_channels`` block.
+        noise_level_input: take the noise std as an extra constant input channel (FFDNet-style); without it in
+            the input, the std is estimated from the centre block (:func:`wavelet_noise_std`).
+        level_scale: factor on the level channel (the std in the network range is small).
+        change_limit: in eval mode, no output pixel moves further from the input's centre block than
+            ``change_limit`` times the noise std (told, or estimated as above) plus ``change_floor``: noise rarely
+            exceeds 4 std, so a denoiser has no reason to move a pixel further, and a noise-free input (std 0) comes
+            back unchanged even where the network is unsure of it (a test pattern, burnt-in text). Needs
+            ``out_channels`` equal to the centre block. None: no limit. Training is never limited (the
+            network learns the whole change).
+        change_floor: the limit's allowance at zero noise, in the network range (0.5 / 255: half an 8-bit step).
     """
 
     def __init__(
@@ -52,6 +62,8 @@ class DenoiseUNet(nn.Module):
         residual: bool = False,
         noise_level_input: bool = False,
         level_scale: float = 10.0,
+        change_limit: float | None = None,
+        change_floor: float = 0.5 / 255.0,
     ) -> None:
         super().__init__()
         out_channels = in_channels if out_channels is None else out_channels
@@ -66,6 +78,13 @@ class DenoiseUNet(nn.Module):
         self.residual = residual
         self.noise_level_input = noise_level_input
         self.level_scale = float(level_scale)
+        if change_limit is not None and not change_limit > 0 or change_floor < 0:
+            raise ValueError(
+                f"change_limit must be > 0 (or None) and change_floor >= 0, got {change_limit}, {change_floor}"
+            )
+        # TorchScript needs one type: a limit <= 0 means none
+        self.change_limit = 0.0 if change_limit is None else float(change_limit)
+        self.change_floor = float(change_floor)
         # first input channel of the centre block: the image a residual output refers to
         self.centre = (in_channels // out_channels // 2) * out_channels
         self.multiple = math.prod(strides)
@@ -89,8 +108,11 @@ class DenoiseUNet(nn.Module):
                 f"expected (N, {self.in_channels}, {self.spatial_dims} spatial dims), got input of shape {x.shape}"
             )
         spatial: List[int] = list(x.shape[2:])
+        image = x[:, : self.in_channels]
+        limited = self.change_limit > 0 and not self.training
+        level_map = self._level_map(x) if self.noise_level_input or limited else image[:, :1]
         if self.noise_level_input:
-            x = self._with_level_map(x)
+            x = torch.cat([image, level_map * self.level_scale], dim=1)
         padding: List[int] = []
         for i in range(len(spatial) - 1, -1, -1):  # F.pad lists the last dimension first
             padding += [0, (self.multiple - spatial[i] % self.multiple) % self.multiple]
@@ -99,20 +121,23 @@ class DenoiseUNet(nn.Module):
         if self.residual:
             y = xp[:, self.centre : self.centre + self.out_channels] - y
         if self.spatial_dims == 2:
-            return y[:, :, : spatial[0], : spatial[1]]
-        return y[:, :, : spatial[0], : spatial[1], : spatial[2]]
-
-    def _with_level_map(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` with its noise-level map (given, or estimated on the centre block) scaled by ``level_scale``."""
-        image = x[:, : self.in_channels]
-        if x.shape[1] > self.in_channels:
-            level_map = x[:, self.in_channels :]
+            y = y[:, :, : spatial[0], : spatial[1]]
         else:
-            level = wavelet_noise_std(image[:, self.centre : self.centre + self.out_channels]).to(x.dtype)
-            shape: List[int] = [x.shape[0], 1] + list(x.shape[2:])
-            ones: List[int] = [x.shape[0]] + [1] * (x.dim() - 1)
-            level_map = level.reshape(ones).expand(shape)
-        return torch.cat([image, level_map * self.level_scale], dim=1)
+            y = y[:, :, : spatial[0], : spatial[1], : spatial[2]]
+        if limited:
+            centre = image[:, self.centre : self.centre + self.out_channels]
+            limit = level_map * self.change_limit + self.change_floor
+            y = centre + torch.maximum(torch.minimum(y - centre, limit), -limit)
+        return y
+
+    def _level_map(self, x: torch.Tensor) -> torch.Tensor:
+        """The ``(N, 1, *spatial)`` noise std map: the input's level channel, or estimated on the centre block."""
+        if x.shape[1] > self.in_channels:
+            return x[:, self.in_channels :]
+        level = wavelet_noise_std(x[:, self.centre : self.centre + self.out_channels]).to(x.dtype)
+        shape: List[int] = [x.shape[0], 1] + list(x.shape[2:])
+        ones: List[int] = [x.shape[0]] + [1] * (x.dim() - 1)
+        return level.reshape(ones).expand(shape)
 
 
 def widen_input_channels(state: dict, network: nn.Module) -> dict:

@@ -41,20 +41,28 @@ def wavelet_noise_std(x: torch.Tensor) -> torch.Tensor:
     """Per-sample white-noise std of ``(N, C, ..., H, W)``, in the units of ``x`` (TorchScript-compatible).
 
     Donoho's estimator, as skimage's ``estimate_sigma``: the median absolute finest-scale diagonal Haar coefficient
-    over 0.6745. Coefficients that are exactly 0 are left out: they come from constant regions (a scanner's padding
-    outside the field of view, a zero-filled background) that hold no noise to measure. A sample with no other
-    coefficient gets 0.
+    over 0.6745. Blocks of 2x2 equal pixels at the lowest or the highest level any such block has are left out: a
+    scanner's padding outside the field of view, a zero-filled background, clipped air or saturation, which hold no
+    noise to measure. Flat blocks at the levels between are counted (their 0 is a measurement): leaving every 0 out
+    made a noise-free image with flat areas at many levels, such as a test pattern, look as noisy as its edges. A
+    sample with no other block gets 0.
 
     Args:
         x: a batch; the last two dimensions are the image plane, all others are pooled per sample.
     """
     h, w = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
     x = x[..., :h, :w].float()
-    hh = (x[..., 0::2, 0::2] - x[..., 0::2, 1::2] - x[..., 1::2, 0::2] + x[..., 1::2, 1::2]) / 2.0
-    flat = hh.abs().reshape(x.shape[0], -1)
+    a, b, c, d = x[..., 0::2, 0::2], x[..., 0::2, 1::2], x[..., 1::2, 0::2], x[..., 1::2, 1::2]
+    coefficients = ((a - b - c + d) / 2.0).abs().reshape(x.shape[0], -1)
+    flat = ((a == b) & (a == c) & (a == d)).reshape(x.shape[0], -1)
+    corner = a.reshape(x.shape[0], -1)
     out = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
     for i in range(x.shape[0]):
-        values = flat[i][flat[i] > 0]
+        keep = ~flat[i]
+        levels = corner[i][flat[i]]
+        if levels.numel() > 0:  # flat blocks at any level between the lowest and the highest flat level count
+            keep = keep | ((corner[i] > levels.min()) & (corner[i] < levels.max()))
+        values = coefficients[i][keep]
         if values.numel() > 0:
             out[i] = values.median() / 0.6745
     return out
