@@ -58,3 +58,18 @@ def test_onnx_parity_detects_a_different_network(network, onnx_file):
 def test_onnx_parity_reports_missing_file(network, tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.onnx"):
         onnx_parity(network, tmp_path / "missing.onnx", torch.rand(1, 3, 8, 8))
+
+
+def test_onnx_export_keeps_the_level_estimate_and_change_limit(tmp_path):
+    """The clinical network estimates its noise level and limits its change in eval mode: both trace into ONNX
+    (no data-dependent shapes) and agree with PyTorch on sizes the export never saw."""
+    pytest.importorskip("onnxscript")
+    torch.manual_seed(0)
+    net = DenoiseUNet(in_channels=3, out_channels=1, channels=(8, 16), strides=(2,), num_res_units=1,
+                      residual=True, noise_level_input=True, change_limit=4.0).eval()  # fmt: skip
+    with torch.no_grad():  # a network that changes its input a lot, so the limit is active
+        for p in net.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    path = export_onnx(net, tmp_path / "clinical.onnx", example_shape=(1, 3, 32, 32))
+    flat = torch.rand(1, 3, 40, 36).round()  # binary: its flat blocks lie at the two extreme levels, left out
+    assert onnx_parity(net, path, [torch.rand(1, 3, 37, 50), torch.rand(2, 3, 64, 64), flat]) < ATOL

@@ -53,16 +53,16 @@ def wavelet_noise_std(x: torch.Tensor) -> torch.Tensor:
     h, w = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
     x = x[..., :h, :w].float()
     a, b, c, d = x[..., 0::2, 0::2], x[..., 0::2, 1::2], x[..., 1::2, 0::2], x[..., 1::2, 1::2]
-    coefficients = ((a - b - c + d) / 2.0).abs().reshape(x.shape[0], -1)
-    flat = ((a == b) & (a == c) & (a == d)).reshape(x.shape[0], -1)
-    corner = a.reshape(x.shape[0], -1)
-    out = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
-    for i in range(x.shape[0]):
-        keep = ~flat[i]
-        levels = corner[i][flat[i]]
-        if levels.numel() > 0:  # flat blocks at any level between the lowest and the highest flat level count
-            keep = keep | ((corner[i] > levels.min()) & (corner[i] < levels.max()))
-        values = coefficients[i][keep]
-        if values.numel() > 0:
-            out[i] = values.median() / 0.6745
-    return out
+    n = x.shape[0]
+    coefficients = ((a - b - c + d) / 2.0).abs().reshape(n, -1)
+    flat = ((a == b) & (a == c) & (a == d)).reshape(n, -1)
+    corner = a.reshape(n, -1)
+    inf = torch.full_like(corner, float("inf"))
+    lowest = torch.where(flat, corner, inf).amin(dim=1, keepdim=True)
+    highest = torch.where(flat, corner, -inf).amax(dim=1, keepdim=True)
+    keep = ~flat | ((corner > lowest) & (corner < highest))
+    # the lower median of the kept values, without a data-dependent shape (so torch.export / ONNX can trace it)
+    ordered = torch.where(keep, coefficients, inf).sort(dim=1).values
+    count = keep.sum(dim=1, keepdim=True)
+    median = ordered.gather(1, ((count - 1).clamp(min=0) // 2)).squeeze(1)
+    return torch.where(count.squeeze(1) > 0, median / 0.6745, torch.zeros_like(median)).to(x.dtype)
