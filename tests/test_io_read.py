@@ -235,6 +235,37 @@ def test_bad_inputs_raise_naming_the_file(tmp_path):
     assert "series" in str(pytest.raises(ValueError, read_image, tmp_path / "mixed").value)
 
 
+def package_dicom_files(max_bytes: float = 8e6) -> list[Path]:
+    """Every DICOM file shipped with pydicom (and pydicom-data when installed), never downloaded."""
+    import pydicom.data
+
+    folders = [Path(pydicom.data.__file__).parent / "test_files"]
+    big = pydicom.data.get_testdata_file("693_UNCR.dcm", download=False)  # a pydicom-data file, if installed
+    folders += [Path(big).parent] if big else []
+    return [f for d in folders for f in sorted(d.rglob("*.dcm")) if f.stat().st_size <= max_bytes]
+
+
+@pytest.mark.filterwarnings("ignore")  # these files exercise pydicom's warnings on purpose
+def test_every_package_dicom_file_round_trips_or_is_refused_by_name(tmp_path):
+    """pydicom's own test files are a zoo of odd headers (empty or non-numeric IS values, big endian, palettes, no
+    pixels): each is read and written back, or refused with a ValueError naming it, never a TypeError or a bare
+    message (an empty InstanceNumber and a NumberOfFrames of '1A' were)."""
+    from medical_denoise.io import write_like
+
+    files = package_dicom_files()
+    assert len(files) > 50
+    written = 0
+    for f in files:
+        try:
+            image = read_image(f)
+            out = write_like(image, image.array, tmp_path / f"{f.parent.name}_{f.name}", description="round trip")
+            assert read_image(out[0]).array.shape == image.array.shape, f
+            written += 1
+        except ValueError as e:
+            assert str(f) in str(e) or str(tmp_path) in str(e), f"{f}: {e}"
+    assert written > len(files) // 2
+
+
 def test_one_format_table_names_reads_and_writes_every_format(tmp_path):
     from medical_denoise.io import FORMATS, ImageFormat, guess_format, output_name, output_suffix
 

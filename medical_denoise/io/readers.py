@@ -236,7 +236,7 @@ def _decode_dicom(ds, path: Path) -> np.ndarray:
     if syntax is not None and syntax.is_transfer_syntax and not syntax.is_little_endian:
         # pydicom cannot re-encode big-endian binary elements safely, so the output could not be written
         raise ValueError(f"{path}: big-endian transfer syntax {syntax.name} (retired) is not supported.")
-    bits = int(ds.get("BitsAllocated", 0))
+    bits = _int_tag(ds, "BitsAllocated", 0, path)
     if bits not in (8, 16):
         raise ValueError(f"{path}: BitsAllocated {bits} is not supported (only 8 and 16).")
     photometric = str(ds.get("PhotometricInterpretation", ""))
@@ -244,10 +244,10 @@ def _decode_dicom(ds, path: Path) -> np.ndarray:
         raise ValueError(f"{path}: PALETTE COLOR DICOM is not supported (pixels are palette indices).")
     if ds.get("ModalityLUTSequence"):
         raise ValueError(f"{path}: a Modality LUT Sequence is not supported (it is not invertible).")
-    samples = int(ds.get("SamplesPerPixel", 1))
+    samples = _int_tag(ds, "SamplesPerPixel", 1, path)
     if samples not in (1, 3):
         raise ValueError(f"{path}: SamplesPerPixel {samples} is not supported (only 1 and 3).")
-    nframes = int(ds.get("NumberOfFrames", 1) or 1)
+    nframes = _int_tag(ds, "NumberOfFrames", 1, path) or 1
     try:
         stored = ds.pixel_array  # YBR colour is converted to RGB by pydicom
         slopes, inters = dicom_frame_rescale(ds, nframes)
@@ -256,6 +256,20 @@ def _decode_dicom(ds, path: Path) -> np.ndarray:
     arr = np.asarray(stored).reshape(nframes, int(ds.Rows), int(ds.Columns), samples)
     values = arr.astype(np.float64) * slopes[:, None, None, None] + inters[:, None, None, None]
     return np.ascontiguousarray(values.transpose(3, 1, 2, 0), dtype=np.float32)
+
+
+def _int_tag(ds, name: str, default: int, path: Path) -> int:
+    """An integer header value; ``default`` when absent or empty; a named error when it is not a number."""
+    try:
+        value = ds.get(name)
+    except ValueError as e:  # pydicom converts IS/US values on access
+        raise ValueError(f"{path}: {name} is not a number ({e}).") from e
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path}: {name} {value!r} is not a number.") from e
 
 
 def _strip_pixels(ds):
@@ -316,7 +330,7 @@ def _read_dicom(path: Path, files: Sequence[str | Path] | None = None) -> Loaded
         raise ValueError(
             f"{path}: folder mixes {len(series)} DICOM series ({listed}); put each series in its own folder."
         )
-    multi = [f for f, ds in zip(files, datasets) if int(ds.get("NumberOfFrames", 1) or 1) > 1]
+    multi = [f for f, ds in zip(files, datasets) if _int_tag(ds, "NumberOfFrames", 1, f) > 1]
     if multi and len(files) > 1:
         raise ValueError(f"{path}: series folder holds multi-frame file {multi[0].name}; pass that file directly.")
     order = _slice_order(datasets, files)
